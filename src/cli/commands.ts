@@ -1,0 +1,1 @@
+// The list of verbs. Each import registers one command.

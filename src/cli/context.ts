@@ -1,0 +1,26 @@
+// The context a command runs in: injected so tests can run commands in-process with
+// captured streams, and commands never reach for process globals themselves.
+import type { Writable } from "node:stream";
+
+/** Context is everything a command may touch of the outside world. */
+export interface Context {
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  stdout: Writable;
+  stderr: Writable;
+  /** Aborted on Ctrl-C; long-running work checks it and cleans up. */
+  signal: AbortSignal;
+}
+
+/** Command is one verb: it parses its own arguments and returns an exit code. */
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  run(args: string[], ctx: Context): Promise<number>;
+}
+
+/** write prints a line (or lines) to a stream. */
+export function println(stream: Writable, text = ""): void {
+  stream.write(text.endsWith("\n") ? text : `${text}\n`);
+}

@@ -1,0 +1,64 @@
+// Entry point of the `ksplice` command: dispatches to one short file per verb and turns
+// errors into exit codes (0 ok, 1 failure, 2 usage). Domain logic lives below src/cli.
+import { basename } from "node:path";
+import { type Command, type Context, println } from "./context.js";
+import { EXIT_FAILURE, EXIT_USAGE, UserError } from "./errors.js";
+
+const commands: Command[] = [];
+
+/** register adds a verb; each command module calls it at import time. */
+export function register(cmd: Command): void {
+  commands.push(cmd);
+}
+
+function help(ctx: Context): void {
+  println(ctx.stdout, "usage: ksplice <command> [options]\n\ncommands:");
+  for (const c of commands) println(ctx.stdout, `  ${c.name.padEnd(10)} ${c.summary}`);
+  println(ctx.stdout, "\nRun 'ksplice <command> --help' for a command's options.");
+}
+
+/** main runs one command line in a context and returns the exit code. */
+export async function main(argv: string[], ctx: Context, argv0 = "ksplice"): Promise<number> {
+  await import("./commands.js");
+  // `ksplice-apply` and friends are the same program under another name.
+  const alias = /^ksplice-(\w+)$/.exec(basename(argv0));
+  const [verb, ...rest] = alias ? [alias[1], ...argv] : argv;
+  if (!verb || verb === "--help" || verb === "-h" || verb === "help") {
+    help(ctx);
+    return verb ? 0 : EXIT_USAGE;
+  }
+  const cmd = commands.find((c) => c.name === verb);
+  if (!cmd) {
+    println(ctx.stderr, `ksplice: unknown command '${verb}' (try 'ksplice --help')`);
+    return EXIT_USAGE;
+  }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    println(ctx.stdout, cmd.usage);
+    return 0;
+  }
+  const raw = rest.includes("--raw-errors");
+  try {
+    return await cmd.run(rest, ctx);
+  } catch (err) {
+    return reportError(err, ctx, raw);
+  }
+}
+
+/** reportError prints an error the way the user should see it and returns its exit code. */
+export function reportError(err: unknown, ctx: Context, rawErrors = false): number {
+  if (err instanceof UserError) {
+    if (rawErrors) println(ctx.stderr, err.code);
+    println(ctx.stderr, `ksplice: ${err.message}`);
+    return err.exitCode;
+  }
+  // util.parseArgs reports bad options with this code: a usage error.
+  const code = (err as { code?: string } | undefined)?.code;
+  if (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS")) {
+    if (rawErrors) println(ctx.stderr, "usage");
+    println(ctx.stderr, `ksplice: ${(err as Error).message}`);
+    return EXIT_USAGE;
+  }
+  if (rawErrors) println(ctx.stderr, "failed");
+  println(ctx.stderr, `ksplice: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  return EXIT_FAILURE;
+}

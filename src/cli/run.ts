@@ -1,0 +1,19 @@
+// Process entry: wires the real process into a Context and exits with main's code.
+import { main } from "./main.js";
+
+const controller = new AbortController();
+let interrupted = false;
+process.on("SIGINT", () => {
+  // First Ctrl-C asks commands to clean up; a second one exits at once.
+  if (interrupted) process.exit(130);
+  interrupted = true;
+  controller.abort(new Error("interrupted"));
+});
+process.on("SIGTERM", () => controller.abort(new Error("terminated")));
+
+const code = await main(
+  process.argv.slice(2),
+  { cwd: process.cwd(), env: process.env, stdout: process.stdout, stderr: process.stderr, signal: controller.signal },
+  process.argv[1],
+);
+process.exitCode = interrupted && code === 0 ? 130 : code;
