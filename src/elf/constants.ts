@@ -13,7 +13,10 @@ export const EM_X86_64 = 62;
 
 /** ElfType is e_type. */
 export const ET = { NONE: 0, REL: 1, EXEC: 2, DYN: 3, CORE: 4 } as const;
-export const elfTypeName = namer({ 0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE" }, "ET_");
+export const elfTypeName = namer(
+  { 0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE" },
+  "ET_",
+);
 
 /** SHT is sh_type. */
 export const SHT = {
@@ -61,7 +64,10 @@ export const SHN = { UNDEF: 0, LORESERVE: 0xff00, ABS: 0xfff1, COMMON: 0xfff2, X
 
 /** STB is a symbol's binding. */
 export const STB = { LOCAL: 0, GLOBAL: 1, WEAK: 2 } as const;
-export const symbolBindName = namer({ 0: "STB_LOCAL", 1: "STB_GLOBAL", 2: "STB_WEAK", 10: "STB_GNU_UNIQUE" }, "STB_");
+export const symbolBindName = namer(
+  { 0: "STB_LOCAL", 1: "STB_GLOBAL", 2: "STB_WEAK", 10: "STB_GNU_UNIQUE" },
+  "STB_",
+);
 
 /** STT is a symbol's type. */
 export const STT = { NOTYPE: 0, OBJECT: 1, FUNC: 2, SECTION: 3, FILE: 4, COMMON: 5, TLS: 6 } as const;
