@@ -1,1 +1,2 @@
 // The list of verbs. Each import registers one command.
+import "./commands/diff.js";

@@ -1,0 +1,103 @@
+// Pairs the units of a pre and a post object through a funnel, widest level first:
+// exact name, then canonical name (compiler numbering ignored), then, among several
+// candidates with one canonical name, identical content (checksum), then numbering order.
+// What stays unpaired is new (post only) or removed (pre only).
+import { createHash } from "node:crypto";
+import { cloneNumbers } from "./names.js";
+import type { ObjectUnits, Target, Unit } from "./units.js";
+
+/** Pairing maps each paired unit to its partner. */
+export interface Pairing {
+  pairs: Array<[pre: Unit, post: Unit]>;
+  preOnly: Unit[];
+  postOnly: Unit[];
+  partner: Map<Unit, Unit>;
+}
+
+/** shallowKey names a target without relying on pairing (for checksums). */
+export function shallowKey(t: Target): string {
+  switch (t.kind) {
+    case "unit":
+      return `${t.unit.global ? t.unit.name : t.unit.canon}+${t.delta}`;
+    case "symbol":
+      return `${t.name}+${t.addend}`;
+    case "content":
+      return `${t.key}+${t.delta}`;
+  }
+}
+
+/** checksum hashes a unit's bytes with relocated fields zeroed, plus its relocation targets. */
+export function checksum(u: Unit): string {
+  const masked = Uint8Array.from(u.bytes);
+  const h = createHash("sha256");
+  for (const r of u.relocs) {
+    masked.fill(0, r.offset, r.offset + r.size);
+    h.update(`${r.offset}:${r.type}:${shallowKey(r.target)};`);
+  }
+  h.update(masked);
+  return `${u.kind}:${u.size}:${h.digest("hex")}`;
+}
+
+function groupBy<T>(items: T[], key: (t: T) => string): Map<string, T[]> {
+  const m = new Map<string, T[]>();
+  for (const it of items) {
+    const k = key(it);
+    const list = m.get(k);
+    if (list) list.push(it);
+    else m.set(k, [it]);
+  }
+  return m;
+}
+
+function byNumbering(a: Unit, b: Unit): number {
+  const na = cloneNumbers(a.name);
+  const nb = cloneNumbers(b.name);
+  for (let i = 0; i < Math.min(na.length, nb.length); i++) if (na[i] !== nb[i]) return na[i] - nb[i];
+  return na.length - nb.length || a.name.localeCompare(b.name);
+}
+
+/** correlate pairs the units of two objects. */
+export function correlate(pre: ObjectUnits, post: ObjectUnits): Pairing {
+  const partner = new Map<Unit, Unit>();
+  const pairs: Array<[Unit, Unit]> = [];
+  const pair = (a: Unit, b: Unit) => {
+    partner.set(a, b);
+    partner.set(b, a);
+    pairs.push([a, b]);
+  };
+  const unpaired = (list: Unit[]) => list.filter((u) => !partner.has(u));
+
+  // Level 1: same kind and exact name, when the name is unique on both sides.
+  const preByName = groupBy(pre.units, (u) => `${u.kind} ${u.name}`);
+  const postByName = groupBy(post.units, (u) => `${u.kind} ${u.name}`);
+  for (const [k, a] of preByName) {
+    const b = postByName.get(k);
+    // Numbered names are not identity when several canonical twins exist: leave those to level 2.
+    if (b && a.length === 1 && b.length === 1 && a[0].canon === b[0].canon) {
+      const twins =
+        pre.units.filter((u) => u.canon === a[0].canon).length +
+        post.units.filter((u) => u.canon === b[0].canon).length;
+      if (twins === 2) pair(a[0], b[0]);
+    }
+  }
+  // Level 2: canonical name; several candidates are told apart by content, then by numbering.
+  const preByCanon = groupBy(unpaired(pre.units), (u) => `${u.kind} ${u.canon}`);
+  const postByCanon = groupBy(unpaired(post.units), (u) => `${u.kind} ${u.canon}`);
+  for (const [k, as] of preByCanon) {
+    const bs = postByCanon.get(k);
+    if (!bs) continue;
+    if (as.length === 1 && bs.length === 1) {
+      pair(as[0], bs[0]);
+      continue;
+    }
+    const sums = new Map<Unit, string>([...as, ...bs].map((u) => [u, checksum(u)]));
+    for (const a of as) {
+      const same = bs.filter((b) => !partner.has(b) && sums.get(b) === sums.get(a));
+      if (same.length === 1 && as.filter((x) => sums.get(x) === sums.get(a)).length === 1) pair(a, same[0]);
+    }
+    const restA = as.filter((u) => !partner.has(u)).sort(byNumbering);
+    const restB = bs.filter((u) => !partner.has(u)).sort(byNumbering);
+    for (let i = 0; i < Math.min(restA.length, restB.length); i++) pair(restA[i], restB[i]);
+  }
+  return { pairs, preOnly: unpaired(pre.units), postOnly: unpaired(post.units), partner };
+}

@@ -1,0 +1,195 @@
+// The units of comparison in one relocatable object: each defined function and data object,
+// with its bytes and the relocations that fall inside it. A relocation's target is resolved
+// to something that survives recompilation: a symbol (through its unit), the contents of a
+// merged string or constant, or an anonymous section's contents. Offsets inside a unit are
+// unit-relative numbers; sections with several symbols (no -ffunction-sections) work too.
+import { createHash } from "node:crypto";
+import { relocInfo, SHF, SHN, SHT, STB, STT } from "../elf/constants.js";
+import type { ElfFile, ElfRela, ElfSection, ElfSymbol } from "../elf/reader.js";
+import { canonicalFunctionName, numberedStatic } from "./names.js";
+
+/** UnitKind tells code from data. */
+export type UnitKind = "func" | "data";
+
+/** Target is what a relocation refers to, in terms that do not depend on layout. */
+export type Target =
+  /** A unit of this object; `delta` is the addend relative to the unit's start. */
+  | { kind: "unit"; unit: Unit; delta: bigint }
+  /** A symbol defined elsewhere (or global): by name and addend. */
+  | { kind: "symbol"; name: string; addend: bigint }
+  /** Bytes in a merged string/constant section or an anonymous section, by content. */
+  | { kind: "content"; key: string; delta: bigint };
+
+/** UnitReloc is one relocation inside a unit, at a unit-relative offset. */
+export interface UnitReloc {
+  offset: number;
+  type: number;
+  size: number;
+  addend: bigint;
+  /** The raw symbol the relocation names, for tools that need it. */
+  symbol: ElfSymbol;
+  target: Target;
+}
+
+/** Unit is one function or data object of an object file. */
+export interface Unit {
+  kind: UnitKind;
+  name: string;
+  /** Name with compiler numbering replaced; static locals also carry their owners. */
+  canon: string;
+  symbol: ElfSymbol;
+  section: ElfSection;
+  start: number;
+  size: number;
+  bytes: Uint8Array;
+  relocs: UnitReloc[];
+  global: boolean;
+  /** Canonical names of the functions that refer to this unit (filled for data). */
+  referrers: Set<string>;
+}
+
+/** ObjectUnits indexes the units of one object file. */
+export class ObjectUnits {
+  readonly units: Unit[] = [];
+  private bySection = new Map<number, Unit[]>();
+  private sectionData = new Map<number, Uint8Array>();
+
+  constructor(readonly elf: ElfFile) {
+    for (const sym of elf.symbols) {
+      if (sym.type !== STT.FUNC && sym.type !== STT.OBJECT) continue;
+      if (sym.shndx === SHN.UNDEF || sym.shndx >= SHN.LORESERVE) continue;
+      const section = elf.section(sym.shndx, `symbol ${sym.name}`);
+      if ((section.flags & BigInt(SHF.ALLOC)) === 0n) continue;
+      const start = Number(sym.value);
+      const size = Number(sym.size);
+      const data =
+        section.type === SHT.NOBITS ? new Uint8Array(size) : this.data(section).subarray(start, start + size);
+      const unit: Unit = {
+        kind: sym.type === STT.FUNC ? "func" : "data",
+        name: sym.name,
+        canon: sym.type === STT.FUNC ? canonicalFunctionName(sym.name) : sym.name,
+        symbol: sym,
+        section,
+        start,
+        size,
+        bytes: data,
+        relocs: [],
+        global: sym.bind !== STB.LOCAL,
+        referrers: new Set(),
+      };
+      this.units.push(unit);
+      const list = this.bySection.get(section.index) ?? [];
+      list.push(unit);
+      this.bySection.set(section.index, list);
+    }
+    for (const list of this.bySection.values()) list.sort((a, b) => a.start - b.start || b.size - a.size);
+    for (const [secIndex, list] of this.bySection) {
+      const section = elf.sections[secIndex];
+      for (const r of elf.relocations(section)) {
+        const off = Number(r.offset);
+        const unit = list.find((u) => off >= u.start && off < u.start + Math.max(u.size, 1));
+        if (!unit) continue;
+        unit.relocs.push(this.resolve(unit, r));
+      }
+    }
+    this.nameStatics();
+  }
+
+  /** unitsIn lists the units of a section, by offset. */
+  unitsIn(section: ElfSection): Unit[] {
+    return this.bySection.get(section.index) ?? [];
+  }
+
+  private data(section: ElfSection): Uint8Array {
+    let d = this.sectionData.get(section.index);
+    if (!d) {
+      d = this.elf.sectionData(section);
+      this.sectionData.set(section.index, d);
+    }
+    return d;
+  }
+
+  private resolve(unit: Unit, r: ElfRela): UnitReloc {
+    const info = relocInfo(r.type);
+    const symbol = this.elf.symbols[r.sym];
+    const base = {
+      offset: Number(r.offset) - unit.start,
+      type: r.type,
+      size: info?.size ?? 0,
+      addend: r.addend,
+      symbol,
+    };
+    const external = (): Target => ({ kind: "symbol", name: symbol.name, addend: r.addend });
+    if (symbol.shndx === SHN.UNDEF || symbol.shndx >= SHN.LORESERVE || symbol.index === 0) {
+      return { ...base, target: external() };
+    }
+    // Named function/object symbols stand for themselves; globals by name so that a global
+    // defined here and referred to elsewhere keeps its identity.
+    if ((symbol.type === STT.FUNC || symbol.type === STT.OBJECT) && symbol.bind !== STB.LOCAL) {
+      return { ...base, target: external() };
+    }
+    const section = this.elf.sections[symbol.shndx];
+    // Where in the section the reference lands: sym.value + addend, plus the distance from
+    // the field to the end of its instruction for PC-relative fields (4, or more when an
+    // immediate follows the field).
+    const rel = symbol.value + r.addend;
+    const pcAdjusts = info?.pcRelative ? [4n, 5n, 6n, 8n, 12n] : [0n];
+    const units = this.unitsIn(section);
+    if (symbol.type === STT.FUNC || symbol.type === STT.OBJECT) {
+      const u = units.find((x) => x.symbol.index === symbol.index);
+      if (u) return { ...base, target: { kind: "unit", unit: u, delta: r.addend } };
+    }
+    for (const adj of pcAdjusts) {
+      const at = rel + adj;
+      const u = units.find((x) => BigInt(x.start) <= at && at < BigInt(x.start + Math.max(x.size, 1)));
+      if (u) return { ...base, target: { kind: "unit", unit: u, delta: rel - BigInt(u.start) } };
+    }
+    if (units.length === 1)
+      return { ...base, target: { kind: "unit", unit: units[0], delta: rel - BigInt(units[0].start) } };
+    return { ...base, target: this.contentTarget(section, rel, pcAdjusts[0]) };
+  }
+
+  /** contentTarget keys a reference into anonymous bytes by what is there. */
+  private contentTarget(section: ElfSection, rel: bigint, adj: bigint): Target {
+    const data = this.data(section);
+    const merge = (section.flags & BigInt(SHF.MERGE)) !== 0n;
+    const strings = (section.flags & BigInt(SHF.STRINGS)) !== 0n;
+    const at = Number(rel + adj);
+    if (merge && strings && at >= 0 && at < data.length) {
+      let s = at;
+      while (s > 0 && data[s - 1] !== 0) s--;
+      let e = at;
+      while (e < data.length && data[e] !== 0) e++;
+      const text = Buffer.from(data.subarray(s, e)).toString("latin1");
+      return { kind: "content", key: `string ${JSON.stringify(text)}`, delta: rel - BigInt(s) };
+    }
+    if (merge && section.entsize > 0n && at >= 0 && at < data.length) {
+      const es = Number(section.entsize);
+      const s = at - (at % es);
+      const hex = Buffer.from(data.subarray(s, s + es)).toString("hex");
+      return { kind: "content", key: `constant ${hex}`, delta: rel - BigInt(s) };
+    }
+    // Anonymous section: identified by its name and contents (bytes and relocation names).
+    const h = createHash("sha256").update(data);
+    for (const r of this.elf.relocations(section)) {
+      const s = this.elf.symbols[r.sym];
+      h.update(`${r.offset}:${r.type}:${this.elf.symbolName(s)}:${r.addend};`);
+    }
+    return { kind: "content", key: `section ${section.name} ${h.digest("hex").slice(0, 16)}`, delta: rel };
+  }
+
+  /** nameStatics gives numbered static locals a canonical name carrying the functions using them. */
+  private nameStatics(): void {
+    for (const u of this.units) {
+      if (u.kind !== "func") continue;
+      for (const r of u.relocs)
+        if (r.target.kind === "unit" && r.target.unit.kind === "data") r.target.unit.referrers.add(u.canon);
+    }
+    for (const u of this.units) {
+      if (u.kind !== "data" || u.global) continue;
+      const base = numberedStatic(u.name);
+      if (base === undefined) continue;
+      u.canon = u.referrers.size ? `${base}.N@${[...u.referrers].sort().join(",")}` : `${base}.N`;
+    }
+  }
+}
