@@ -59,6 +59,9 @@ export function reportError(err: unknown, ctx: Context, rawErrors = false): numb
     return EXIT_USAGE;
   }
   if (rawErrors) println(ctx.stderr, "failed");
-  println(ctx.stderr, `ksplice: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  println(
+    ctx.stderr,
+    `ksplice: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+  );
   return EXIT_FAILURE;
 }

@@ -13,7 +13,13 @@ process.on("SIGTERM", () => controller.abort(new Error("terminated")));
 
 const code = await main(
   process.argv.slice(2),
-  { cwd: process.cwd(), env: process.env, stdout: process.stdout, stderr: process.stderr, signal: controller.signal },
+  {
+    cwd: process.cwd(),
+    env: process.env,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    signal: controller.signal,
+  },
   process.argv[1],
 );
 process.exitCode = interrupted && code === 0 ? 130 : code;

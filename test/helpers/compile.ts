@@ -5,7 +5,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 /** Flags the kernel objects will be built with, as far as a fixture needs them. */
-export const FIXTURE_CFLAGS = ["-O2", "-ffunction-sections", "-fdata-sections", "-fno-asynchronous-unwind-tables"];
+export const FIXTURE_CFLAGS = [
+  "-O2",
+  "-ffunction-sections",
+  "-fdata-sections",
+  "-fno-asynchronous-unwind-tables",
+];
 
 /** tempDir makes a fresh directory for one test's files. */
 export function tempDir(prefix = "ksplice-test-"): string {
@@ -13,7 +18,12 @@ export function tempDir(prefix = "ksplice-test-"): string {
 }
 
 /** compileC writes `source` to NAME.c in dir and compiles it to NAME.o; returns the object path. */
-export function compileC(dir: string, name: string, source: string, flags: string[] = FIXTURE_CFLAGS): string {
+export function compileC(
+  dir: string,
+  name: string,
+  source: string,
+  flags: string[] = FIXTURE_CFLAGS,
+): string {
   const src = join(dir, `${name}.c`);
   const obj = join(dir, `${name}.o`);
   writeFileSync(src, source);
