@@ -19,7 +19,12 @@ export const MAIN_C = `
 #include <stdio.h>
 extern int counter; extern const char *msg;
 int add(int); int twice(int); int pick(long);
-int main(void) { counter = 2; printf("%s %d %d %d\\n", msg, add(1), twice(3), pick(4)); return 0; }
+int main(void) {
+  counter = 2;
+  int a = add(1), b = twice(3), c = pick(4);
+  printf("%s %d %d %d\\n", msg, a, b, c);
+  return 0;
+}
 `;
 
 /** KERNEL_C is compiled with -mcmodel=kernel so absolute addresses are R_X86_64_32S. */
