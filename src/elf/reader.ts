@@ -552,8 +552,7 @@ export class ElfFile {
           rs.headerOffset + 40n,
           `relocation section ${rs.name} links to ${sectionTypeName(st.type)} section ${rs.link}, not a symbol table`,
         );
-      nsyms =
-        st.type === SHT.SYMTAB && st === this.symtabSection ? this.symbols.length : this.symbolsOf(st).length;
+      nsyms = this.symbolsOf(st).length;
     }
     const target = this.section(rs.info, `relocation section ${rs.name} (sh_info)`, rs.headerOffset + 44n);
     const checkOffsets = this.header.type === ET.REL && target.type !== SHT.NOBITS;

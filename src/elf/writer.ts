@@ -157,6 +157,7 @@ interface OutSection {
 
 /** Layout is the result of the reserve pass: every index and offset of the object to write. */
 export interface Layout {
+  /** Every output section in index order, with where its contents go. */
   sections: readonly { name: string; type: number; offset: bigint; size: bigint }[];
   /** Index of each added section in the output. */
   sectionIndex(ref: SectionRef): SectionIndex;
