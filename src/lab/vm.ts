@@ -341,6 +341,11 @@ export class LabVM {
     return text ? `last console lines:\n${text}` : "the console printed nothing";
   }
 
+  /** pid is the qemu process id. */
+  get pid(): number | undefined {
+    return this.qemu.pid;
+  }
+
   /** running says whether qemu is still alive. */
   get running(): boolean {
     return !this.exited;
