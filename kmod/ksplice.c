@@ -1,0 +1,1043 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ksplice core: executes an update plan that user space computed, and verifies everything it is
+ * told before acting on it.
+ *
+ * User space (src/kernel/core.ts) matches the running code, computes every address and writes the
+ * plan as text commands to /sys/kernel/ksplice/control:
+ *
+ *   new ID MODNAME                 start an update whose code lives in module MODNAME (ksplice_*)
+ *   ID reloc DEST TYPE S A         fill a relocation in that module (while preparing)
+ *   ID patch SITE NEW FSTART FSIZE NSTART NSIZE EXPECTED NAME
+ *                                  at apply, write "jmp NEW" at SITE (FSTART or FSTART+5)
+ *   ID hook KIND ADDR              call ADDR at the Ksplice hook point KIND
+ *   ID description TEXT
+ *   delete ID
+ *   bench_stop_machine N           (only with bench=1) median of N empty stop_machine calls
+ *
+ * Writing "applied" or "reversed" to /sys/kernel/ksplice/ID/stage applies or undoes the update.
+ * The jumps are written under stop_machine, once no task has a return address (or interrupted
+ * instruction pointer) inside the code being replaced; otherwise it sleeps and retries, then
+ * aborts with "code_busy" naming the tasks. Code is written through a vmap() alias of its pages,
+ * since kernel and module text are mapped read-only and text_poke() is not exported.
+ *
+ * One mutex (ks_mutex) covers every update, the list of known update modules and last_error.
+ */
+#define pr_fmt(fmt) "ksplice: " fmt
+
+#include <linux/ctype.h>
+#include <linux/kallsyms.h>
+#include <linux/delay.h>
+#include <linux/kernel.h>
+#include <linux/kobject.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/sched/signal.h>
+#include <linux/sched/task_stack.h>
+#include <linux/slab.h>
+#include <linux/sort.h>
+#include <linux/stop_machine.h>
+#include <linux/string.h>
+#include <linux/sysfs.h>
+#include <linux/timekeeping.h>
+#include <linux/vmalloc.h>
+#include <asm/sync_core.h>
+#include <asm/unaligned.h>
+#include <asm/unwind.h>
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("ksplice core: rebootless kernel updates from a user-space plan");
+
+static unsigned int retries = 5;
+module_param(retries, uint, 0644);
+MODULE_PARM_DESC(retries, "stop_machine attempts before an apply or undo aborts as code_busy");
+static unsigned int retry_interval_ms = 1000;
+module_param(retry_interval_ms, uint, 0644);
+MODULE_PARM_DESC(retry_interval_ms, "sleep between attempts, in milliseconds");
+static bool bench;
+module_param(bench, bool, 0444);
+MODULE_PARM_DESC(bench, "enable the bench_stop_machine control command (debugging only)");
+
+#define JMP_LEN 5
+#define MAX_NAME 128
+#define MAX_ARGS 10
+
+enum stage { STAGE_PREPARING, STAGE_APPLIED, STAGE_REVERSED };
+static const char *const stage_names[] = { "preparing", "applied", "reversed" };
+
+enum hook_kind {
+	PRE_APPLY, CHECK_APPLY, APPLY, POST_APPLY, FAIL_APPLY,
+	PRE_REVERSE, CHECK_REVERSE, REVERSE, POST_REVERSE, FAIL_REVERSE, NR_HOOKS
+};
+static const char *const hook_names[NR_HOOKS] = {
+	"pre_apply", "check_apply", "apply", "post_apply", "fail_apply",
+	"pre_reverse", "check_reverse", "reverse", "post_reverse", "fail_reverse",
+};
+
+struct ks_patch {
+	unsigned long site, new, fstart, fsize, nstart, nsize;
+	u8 expected[JMP_LEN], jump[JMP_LEN];
+	char name[MAX_NAME];
+};
+
+struct ks_update {
+	struct kobject kobj;
+	struct list_head list;
+	char id[17];
+	struct module *mod;
+	enum stage stage;
+	const char *abort_cause;
+	char *conflicts;		/* PAGE_SIZE buffer, filled inside stop_machine */
+	size_t conflicts_len;
+	u64 pause_ns;
+	unsigned int tries;
+	time64_t applied_at;
+	char *description;
+	struct ks_patch *patches;
+	unsigned int npatches;
+	unsigned long *targets;		/* symbol values of the relocations written */
+	unsigned int ntargets;
+	unsigned long *hooks[NR_HOOKS];
+	unsigned int nhooks[NR_HOOKS];
+	bool deleted;
+};
+
+/* An update module seen by the module notifier, still live. */
+struct ks_mod {
+	struct list_head list;
+	struct module *mod;
+};
+
+static DEFINE_MUTEX(ks_mutex);
+static LIST_HEAD(ks_updates);
+static LIST_HEAD(ks_mods);
+static struct kobject *ks_root;
+static char last_error[256] = "none";
+static u64 bench_ns;
+
+/* set_error records why a command failed, for /sys/kernel/ksplice/last_error. */
+static __printf(1, 2) int set_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vscnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* ---- addresses ---- */
+
+static bool span_has(unsigned long addr, unsigned long len, unsigned long base, unsigned long size)
+{
+	return addr >= base && len <= size && addr - base <= size - len;
+}
+
+/* in_module: [addr, addr+len) lies in the module's core layout (text only if text_only). */
+static bool in_module(struct module *mod, unsigned long addr, unsigned long len, bool text_only)
+{
+	return span_has(addr, len, (unsigned long)mod->core_layout.base,
+			text_only ? mod->core_layout.text_size : mod->core_layout.size);
+}
+
+static struct ks_mod *find_mod(const char *name)
+{
+	struct ks_mod *m;
+
+	list_for_each_entry(m, &ks_mods, list)
+		if (!strcmp(m->mod->name, name))
+			return m;
+	return NULL;
+}
+
+static struct module *ksplice_module_of(unsigned long addr)
+{
+	struct ks_mod *m;
+
+	list_for_each_entry(m, &ks_mods, list)
+		if (in_module(m->mod, addr, 1, true))
+			return m->mod;
+	return NULL;
+}
+
+static struct ks_update *find_update(const char *id)
+{
+	struct ks_update *u;
+
+	list_for_each_entry(u, &ks_updates, list)
+		if (!strcmp(u->id, id))
+			return u;
+	return NULL;
+}
+
+/* ---- writing code and data through a writable alias ---- */
+
+static struct page *page_of(unsigned long addr)
+{
+	if (addr >= MODULES_VADDR && addr < MODULES_END)
+		return vmalloc_to_page((void *)addr);
+	return virt_to_page((void *)addr);
+}
+
+/* map_alias returns a writable alias of [addr, addr+len) (len <= PAGE_SIZE); unmap_alias it. */
+static void *map_alias(unsigned long addr, size_t len)
+{
+	struct page *pages[2];
+	unsigned int n = offset_in_page(addr) + len > PAGE_SIZE ? 2 : 1;
+	void *base;
+
+	pages[0] = page_of(addr);
+	if (n == 2)
+		pages[1] = page_of((addr & PAGE_MASK) + PAGE_SIZE);
+	if (!pages[0] || !pages[n - 1])
+		return NULL;
+	base = vmap(pages, n, VM_MAP, PAGE_KERNEL);
+	return base ? base + offset_in_page(addr) : NULL;
+}
+
+static void unmap_alias(void *alias)
+{
+	if (alias)
+		vunmap((void *)((unsigned long)alias & PAGE_MASK));
+}
+
+static int write_alias(unsigned long addr, const void *src, size_t len)
+{
+	void *alias = map_alias(addr, len);
+
+	if (!alias)
+		return -ENOMEM;
+	memcpy(alias, src, len);
+	unmap_alias(alias);
+	return 0;
+}
+
+static void do_sync_core(void *unused)
+{
+	sync_core();
+}
+
+/* ---- parsing ---- */
+
+static int parse_hex(const char *s, unsigned long *v)
+{
+	return kstrtoul(s, 16, v);
+}
+
+static int parse_bytes(const char *s, u8 *out, size_t n)
+{
+	if (strlen(s) != 2 * n)
+		return -EINVAL;
+	return hex2bin(out, s, n);
+}
+
+static bool valid_id(const char *id)
+{
+	size_t i, n = strlen(id);
+
+	if (n < 1 || n > 16)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!islower(id[i]) && !isdigit(id[i]))
+			return false;
+	return true;
+}
+
+/* grow makes room for one more element in a kmalloc'd array. */
+static int grow(void **arr, unsigned int n, size_t elem)
+{
+	void *p = krealloc(*arr, (n + 1) * elem, GFP_KERNEL);
+
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	return 0;
+}
+
+/* ---- commands ---- */
+
+static void update_release(struct kobject *kobj)
+{
+	struct ks_update *u = container_of(kobj, struct ks_update, kobj);
+	int i;
+
+	for (i = 0; i < NR_HOOKS; i++)
+		kfree(u->hooks[i]);
+	kfree(u->targets);
+	kfree(u->patches);
+	kfree(u->description);
+	kfree(u->conflicts);
+	kfree(u);
+}
+
+static const struct attribute_group *update_groups[];
+static struct kobj_type update_ktype = {
+	.release = update_release,
+	.sysfs_ops = &kobj_sysfs_ops,
+	.default_groups = update_groups,
+};
+
+static int cmd_new(const char *id, const char *modname)
+{
+	struct ks_update *u;
+	struct ks_mod *m;
+	int ret;
+
+	if (!valid_id(id))
+		return set_error("new %s: the id must be 1 to 16 characters from [a-z0-9]", id);
+	if (find_update(id))
+		return set_error("new %s: an update with this id exists", id);
+	m = find_mod(modname);
+	if (!m)
+		return set_error("new %s: %s is not a live ksplice_ module loaded after the core", id, modname);
+	u = kzalloc(sizeof(*u), GFP_KERNEL);
+	if (!u)
+		return -ENOMEM;
+	u->conflicts = kzalloc(PAGE_SIZE, GFP_KERNEL);
+	if (!u->conflicts) {
+		kfree(u);
+		return -ENOMEM;
+	}
+	strscpy(u->id, id, sizeof(u->id));
+	u->abort_cause = "none";
+	if (!try_module_get(m->mod)) {
+		kfree(u->conflicts);
+		kfree(u);
+		return set_error("new %s: module %s is going away", id, modname);
+	}
+	u->mod = m->mod;
+	ret = kobject_init_and_add(&u->kobj, &update_ktype, ks_root, "%s", id);
+	if (ret) {
+		kobject_put(&u->kobj);
+		module_put(m->mod);
+		return set_error("new %s: cannot create its sysfs directory (%d)", id, ret);
+	}
+	list_add_tail(&u->list, &ks_updates);
+	return 0;
+}
+
+static int cmd_reloc(struct ks_update *u, char **argv)
+{
+	unsigned long dest, type, s;
+	s64 a, val;
+	union { u64 q; u32 l; } buf;
+	size_t len;
+	int ret;
+
+	if (parse_hex(argv[0], &dest) || kstrtoul(argv[1], 10, &type) ||
+	    parse_hex(argv[2], &s) || kstrtos64(argv[3], 10, &a))
+		return set_error("%s reloc: expected DEST(hex) TYPE(number) S(hex) A(decimal)", u->id);
+	val = (s64)s + a;
+	switch (type) {
+	case 1:		/* R_X86_64_64 */
+		len = 8;
+		buf.q = val;
+		break;
+	case 2:		/* R_X86_64_PC32 */
+	case 4:		/* R_X86_64_PLT32 */
+		val -= (s64)dest;
+		fallthrough;
+	case 11:	/* R_X86_64_32S */
+		if (val != (s32)val)
+			return set_error("%s reloc at %lx: value %llx overflows a signed 32-bit field",
+					 u->id, dest, val);
+		len = 4;
+		buf.l = (u32)val;
+		break;
+	case 10:	/* R_X86_64_32 */
+		if (val != (u32)val)
+			return set_error("%s reloc at %lx: value %llx overflows an unsigned 32-bit field",
+					 u->id, dest, val);
+		len = 4;
+		buf.l = (u32)val;
+		break;
+	default:
+		return set_error("%s reloc: unsupported type %lu (1, 2, 4, 10, 11 are)", u->id, type);
+	}
+	if (!in_module(u->mod, dest, len, false))
+		return set_error("%s reloc: %lx is outside module %s", u->id, dest, u->mod->name);
+	ret = grow((void **)&u->targets, u->ntargets, sizeof(*u->targets));
+	if (ret)
+		return ret;
+	ret = write_alias(dest, &buf, len);
+	if (ret)
+		return set_error("%s reloc at %lx: cannot map the page (%d)", u->id, dest, ret);
+	u->targets[u->ntargets++] = s;
+	return 0;
+}
+
+/* applied_overlap finds an applied update, other than u, with a patch site overlapping site. */
+static struct ks_update *applied_overlap(struct ks_update *u, unsigned long site)
+{
+	struct ks_update *o;
+	unsigned int i;
+
+	list_for_each_entry(o, &ks_updates, list) {
+		if (o == u || o->stage != STAGE_APPLIED)
+			continue;
+		for (i = 0; i < o->npatches; i++)
+			if (site < o->patches[i].site + JMP_LEN && o->patches[i].site < site + JMP_LEN)
+				return o;
+	}
+	return NULL;
+}
+
+/*
+ * check_function: FSTART must be the start of a FSIZE-byte symbol of the kernel or of a ksplice_
+ * module (a stacked update patches an earlier replacement), as kallsyms says.
+ */
+static int check_function(struct ks_update *u, const char *name, unsigned long fstart,
+			  unsigned long fsize)
+{
+	char sym[KSYM_SYMBOL_LEN], *plus, *mod;
+	unsigned long size;
+
+	sprint_symbol(sym, fstart);
+	plus = strstr(sym, "+0x0/0x");
+	if (!plus)
+		return set_error("%s patch %s: %lx is not the start of a symbol (kallsyms says %s)",
+				 u->id, name, fstart, sym);
+	mod = strchr(plus, ' ');
+	if (mod)
+		*mod++ = '\0';
+	if (kstrtoul(plus + strlen("+0x0/0x"), 16, &size) || size != fsize)
+		return set_error("%s patch %s: size %lx differs from kallsyms %s", u->id, name, fsize, sym);
+	if (mod && !ksplice_module_of(fstart))
+		return set_error("%s patch %s: %s is in module %s, not the kernel or a ksplice_ module",
+				 u->id, name, sym, mod);
+	return 0;
+}
+
+static int cmd_patch(struct ks_update *u, char **argv)
+{
+	struct ks_patch p = {};
+	struct ks_update *o;
+	unsigned int i;
+	s64 rel;
+	int ret;
+
+	if (parse_hex(argv[0], &p.site) || parse_hex(argv[1], &p.new) ||
+	    parse_hex(argv[2], &p.fstart) || parse_hex(argv[3], &p.fsize) ||
+	    parse_hex(argv[4], &p.nstart) || parse_hex(argv[5], &p.nsize) ||
+	    parse_bytes(argv[6], p.expected, JMP_LEN))
+		return set_error("%s patch: expected SITE NEW FSTART FSIZE NSTART NSIZE (hex) EXPECTED (10 hex digits) NAME",
+				 u->id);
+	strscpy(p.name, argv[7], sizeof(p.name));
+	if (p.site != p.fstart && p.site != p.fstart + JMP_LEN)
+		return set_error("%s patch %s: site %lx is neither FSTART nor FSTART+5", u->id, p.name, p.site);
+	if (p.fsize < p.site - p.fstart + JMP_LEN)
+		return set_error("%s patch %s: function too small (%lx bytes) for a jump at %lx",
+				 u->id, p.name, p.fsize, p.site);
+	ret = check_function(u, p.name, p.fstart, p.fsize);
+	if (ret)
+		return ret;
+	if (!in_module(u->mod, p.nstart, p.nsize, true) || !span_has(p.new, 1, p.nstart, p.nsize))
+		return set_error("%s patch %s: replacement %lx (%lx+%lx) is not in the text of %s",
+				 u->id, p.name, p.new, p.nstart, p.nsize, u->mod->name);
+	rel = (s64)p.new - (s64)(p.site + JMP_LEN);
+	if (rel != (s32)rel)
+		return set_error("%s patch %s: %lx is out of jump range of %lx", u->id, p.name, p.new, p.site);
+	for (i = 0; i < u->npatches; i++)
+		if (p.site < u->patches[i].site + JMP_LEN && u->patches[i].site < p.site + JMP_LEN)
+			return set_error("%s patch %s: site overlaps patch %s", u->id, p.name, u->patches[i].name);
+	o = applied_overlap(u, p.site);
+	if (o)
+		return set_error("already_patched: %s patch %s: site %lx is patched by applied update %s",
+				 u->id, p.name, p.site, o->id);
+	p.jump[0] = 0xe9;
+	put_unaligned((s32)rel, (s32 *)&p.jump[1]);
+	ret = grow((void **)&u->patches, u->npatches, sizeof(p));
+	if (ret)
+		return ret;
+	u->patches[u->npatches++] = p;
+	return 0;
+}
+
+static int cmd_hook(struct ks_update *u, char **argv)
+{
+	unsigned long addr;
+	int kind, ret;
+
+	kind = match_string(hook_names, NR_HOOKS, argv[0]);
+	if (kind < 0)
+		return set_error("%s hook: unknown kind %s", u->id, argv[0]);
+	if (parse_hex(argv[1], &addr) || !in_module(u->mod, addr, 1, true))
+		return set_error("%s hook %s: %s is not an address in the text of %s",
+				 u->id, argv[0], argv[1], u->mod->name);
+	ret = grow((void **)&u->hooks[kind], u->nhooks[kind], sizeof(addr));
+	if (ret)
+		return ret;
+	u->hooks[kind][u->nhooks[kind]++] = addr;
+	return 0;
+}
+
+static void delete_update(struct ks_update *u)
+{
+	list_del(&u->list);
+	u->deleted = true;
+	module_put(u->mod);
+}
+
+static int cmd_delete(const char *id, struct ks_update **gone)
+{
+	struct ks_update *u = find_update(id);
+
+	if (!u)
+		return set_error("delete %s: no such update", id);
+	if (u->stage == STAGE_APPLIED)
+		return set_error("delete %s: the update is applied; reverse it first", id);
+	delete_update(u);
+	*gone = u;
+	return 0;
+}
+
+static int nop_stop(void *unused)
+{
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	u64 x = *(const u64 *)a, y = *(const u64 *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmd_bench(const char *arg)
+{
+	unsigned int n, i;
+	u64 *t;
+
+	if (!bench)
+		return set_error("bench_stop_machine: load the core with bench=1 to enable it");
+	if (kstrtouint(arg, 10, &n) || n < 1 || n > 10000)
+		return set_error("bench_stop_machine: N must be 1..10000");
+	t = kmalloc_array(n, sizeof(*t), GFP_KERNEL);
+	if (!t)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		ktime_t t0 = ktime_get();
+
+		stop_machine(nop_stop, NULL, NULL);
+		t[i] = ktime_to_ns(ktime_sub(ktime_get(), t0));
+	}
+	sort(t, n, sizeof(*t), cmp_u64, NULL);
+	bench_ns = t[n / 2];
+	kfree(t);
+	return 0;
+}
+
+/* run_line executes one command; an update deleted by it is returned in *gone for kobject_put. */
+static int run_line(char *line, struct ks_update **gone)
+{
+	char *argv[MAX_ARGS], *rest = line, *desc = NULL;
+	struct ks_update *u;
+	int argc = 0;
+
+	while (argc < MAX_ARGS && (argv[argc] = strsep(&rest, " \t"))) {
+		if (!*argv[argc])
+			continue;
+		/* The description is the rest of the line, spaces included. */
+		if (argc == 1 && !strcmp(argv[1], "description")) {
+			desc = rest ? strim(rest) : "";
+			argc++;
+			break;
+		}
+		argc++;
+	}
+	if (rest && !desc && *strim(rest))
+		return set_error("too many words in command: %s", line);
+	if (argc == 0)
+		return 0;
+	if (!strcmp(argv[0], "new"))
+		return argc == 3 ? cmd_new(argv[1], argv[2]) : set_error("usage: new ID MODNAME");
+	if (!strcmp(argv[0], "delete"))
+		return argc == 2 ? cmd_delete(argv[1], gone) : set_error("usage: delete ID");
+	if (!strcmp(argv[0], "bench_stop_machine"))
+		return argc == 2 ? cmd_bench(argv[1]) : set_error("usage: bench_stop_machine N");
+	if (argc < 2)
+		return set_error("unknown command %s", argv[0]);
+	u = find_update(argv[0]);
+	if (!u)
+		return set_error("%s %s: no such update (create it with: new ID MODNAME)", argv[0], argv[1]);
+	if (desc) {
+		char *d = kstrdup(desc, GFP_KERNEL);
+
+		if (!d)
+			return -ENOMEM;
+		kfree(u->description);
+		u->description = d;
+		return 0;
+	}
+	if (u->stage != STAGE_PREPARING)
+		return set_error("%s %s: the update is %s; plans change only while preparing",
+				 u->id, argv[1], stage_names[u->stage]);
+	if (!strcmp(argv[1], "reloc"))
+		return argc == 6 ? cmd_reloc(u, argv + 2) : set_error("usage: ID reloc DEST TYPE S A");
+	if (!strcmp(argv[1], "patch"))
+		return argc == 10 ? cmd_patch(u, argv + 2) :
+			set_error("usage: ID patch SITE NEW FSTART FSIZE NSTART NSIZE EXPECTED NAME");
+	if (!strcmp(argv[1], "hook"))
+		return argc == 4 ? cmd_hook(u, argv + 2) : set_error("usage: ID hook KIND ADDR");
+	return set_error("%s: unknown command %s", u->id, argv[1]);
+}
+
+static ssize_t control_store(struct kobject *kobj, struct kobj_attribute *attr,
+			     const char *buf, size_t count)
+{
+	struct ks_update *gone = NULL;
+	char *copy, *rest, *line;
+	int ret = 0, n = 0;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	copy = kmemdup_nul(buf, count, GFP_KERNEL);
+	if (!copy)
+		return -ENOMEM;
+	mutex_lock(&ks_mutex);
+	rest = copy;
+	while (!ret && (line = strsep(&rest, "\n"))) {
+		n++;
+		ret = run_line(line, &gone);
+		if (gone) {
+			/* kobject_put waits for readers of its files: drop ks_mutex first. */
+			mutex_unlock(&ks_mutex);
+			kobject_put(&gone->kobj);
+			gone = NULL;
+			mutex_lock(&ks_mutex);
+		}
+	}
+	if (!ret)
+		strscpy(last_error, "none", sizeof(last_error));
+	mutex_unlock(&ks_mutex);
+	kfree(copy);
+	return ret ? ret : count;
+}
+
+static ssize_t last_error_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	ssize_t n;
+
+	mutex_lock(&ks_mutex);
+	n = sysfs_emit(buf, "%s\n", last_error);
+	mutex_unlock(&ks_mutex);
+	return n;
+}
+
+static ssize_t bench_ns_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%llu\n", bench_ns);
+}
+
+/* ---- apply and undo ---- */
+
+struct ks_run {
+	struct ks_update *u;
+	bool undo;
+	void **alias;			/* writable alias of each patch site */
+	const char *cause;		/* set when the attempt must abort */
+	bool busy;
+};
+
+static bool in_checked_code(struct ks_run *r, unsigned long addr)
+{
+	struct ks_update *u = r->u;
+	unsigned int i;
+
+	for (i = 0; i < u->npatches; i++) {
+		struct ks_patch *p = &u->patches[i];
+
+		if (r->undo ? span_has(addr, 1, p->nstart, p->nsize) :
+			      span_has(addr, 1, p->fstart, p->fsize))
+			return true;
+	}
+	return false;
+}
+
+static void note_conflict(struct ks_run *r, struct task_struct *t, unsigned long addr)
+{
+	struct ks_update *u = r->u;
+
+	r->busy = true;
+	u->conflicts_len += scnprintf(u->conflicts + u->conflicts_len, PAGE_SIZE - u->conflicts_len,
+				      "%s %d %pS\n", t->comm, task_pid_nr(t), (void *)addr);
+}
+
+/*
+ * check_task looks for a return address or interrupted instruction pointer of t inside the code
+ * being replaced, with the ORC unwinder; where the unwinder gives up, every word of the stack
+ * from its saved stack pointer is taken as a possible return address (conservative).
+ */
+static void check_task(struct ks_run *r, struct task_struct *t)
+{
+	struct unwind_state state;
+	unsigned long addr, *sp, *end;
+
+	/* Other CPUs run their stopper threads, spinning; nothing else is on a CPU. */
+	if (t != current && READ_ONCE(t->on_cpu))
+		return;
+	if (!refcount_read(&t->stack_refcount))
+		return;
+	for (unwind_start(&state, t, NULL, NULL); !unwind_done(&state); unwind_next_frame(&state)) {
+		addr = unwind_get_return_address(&state);
+		if (!addr)
+			break;
+		if (in_checked_code(r, addr)) {
+			note_conflict(r, t, addr);
+			return;
+		}
+	}
+	if (!unwind_error(&state))
+		return;
+	sp = t == current ? (unsigned long *)current_stack_pointer : (unsigned long *)t->thread.sp;
+	end = task_stack_page(t) + THREAD_SIZE;
+	if (sp < (unsigned long *)task_stack_page(t) || sp >= end)
+		sp = task_stack_page(t);
+	for (; sp < end; sp++)
+		if (in_checked_code(r, *sp)) {
+			note_conflict(r, t, *sp);
+			return;
+		}
+}
+
+static bool call_int_hooks(struct ks_update *u, enum hook_kind k)
+{
+	unsigned int i;
+
+	for (i = 0; i < u->nhooks[k]; i++)
+		if (((int (*)(void))u->hooks[k][i])())
+			return false;
+	return true;
+}
+
+static void call_void_hooks(struct ks_update *u, enum hook_kind k)
+{
+	unsigned int i;
+
+	for (i = 0; i < u->nhooks[k]; i++)
+		((void (*)(void))u->hooks[k][i])();
+}
+
+/* splice runs on one CPU with every other CPU spinning and interrupts off. */
+static int splice(void *data)
+{
+	struct ks_run *r = data;
+	struct ks_update *u = r->u;
+	struct task_struct *g, *t;
+	unsigned int i;
+
+	for (i = 0; i < u->npatches; i++) {
+		struct ks_patch *p = &u->patches[i];
+
+		if (memcmp((void *)p->site, r->undo ? p->jump : p->expected, JMP_LEN)) {
+			r->cause = "unexpected_code";
+			return 0;
+		}
+	}
+	u->conflicts_len = 0;
+	u->conflicts[0] = '\0';
+	rcu_read_lock();
+	for_each_process_thread(g, t)
+		check_task(r, t);
+	rcu_read_unlock();
+	if (r->busy)
+		return 0;
+	if (!call_int_hooks(u, r->undo ? CHECK_REVERSE : CHECK_APPLY)) {
+		r->cause = "call_failed";
+		return 0;
+	}
+	for (i = 0; i < u->npatches; i++)
+		memcpy(r->alias[i], r->undo ? u->patches[i].expected : u->patches[i].jump, JMP_LEN);
+	call_void_hooks(u, r->undo ? REVERSE : APPLY);
+	return 0;
+}
+
+/* stacked_on finds applied updates that patch or refer into u's module; names them in conflicts. */
+static bool stacked_on(struct ks_update *u)
+{
+	struct ks_update *o;
+	unsigned int i;
+	bool found = false;
+
+	u->conflicts_len = 0;
+	u->conflicts[0] = '\0';
+	list_for_each_entry(o, &ks_updates, list) {
+		bool hit = false;
+
+		if (o == u || o->stage != STAGE_APPLIED)
+			continue;
+		for (i = 0; i < o->npatches && !hit; i++)
+			hit = in_module(u->mod, o->patches[i].site, JMP_LEN, false);
+		for (i = 0; i < o->ntargets && !hit; i++)
+			hit = in_module(u->mod, o->targets[i], 1, false);
+		if (hit) {
+			found = true;
+			u->conflicts_len += scnprintf(u->conflicts + u->conflicts_len,
+						      PAGE_SIZE - u->conflicts_len, "%s\n", o->id);
+		}
+	}
+	return found;
+}
+
+/*
+ * transition applies (undo=false) or reverses u. Ksplice's order: pre hooks outside
+ * stop_machine; inside it the code check, the stack check, check hooks, the jumps and the
+ * apply/reverse hooks; post hooks after. Any abort after the pre hooks runs the fail hooks.
+ */
+static int transition(struct ks_update *u, bool undo)
+{
+	const char *verb = undo ? "reverse" : "apply";
+	struct ks_run r = { .u = u, .undo = undo };
+	enum hook_kind base = undo ? PRE_REVERSE : PRE_APPLY;
+	unsigned int i, tries = max(retries, 1U);
+	ktime_t t0;
+	u64 pause = 0;
+	struct ks_update *o;
+	int ret = 0;
+
+	u->tries = 0;
+	if (undo && stacked_on(u)) {
+		r.cause = "module_busy";
+		goto out;
+	}
+	for (i = 0; !undo && i < u->npatches; i++) {
+		o = applied_overlap(u, u->patches[i].site);
+		if (o) {
+			u->conflicts_len = scnprintf(u->conflicts, PAGE_SIZE, "%s\n", o->id);
+			r.cause = "already_patched";
+			goto out;
+		}
+	}
+	r.alias = kcalloc(max(u->npatches, 1U), sizeof(*r.alias), GFP_KERNEL);
+	if (!r.alias)
+		return -ENOMEM;
+	for (i = 0; i < u->npatches; i++) {
+		r.alias[i] = map_alias(u->patches[i].site, JMP_LEN);
+		if (!r.alias[i]) {
+			ret = -ENOMEM;
+			goto unmap;
+		}
+	}
+	if (!call_int_hooks(u, base)) {
+		r.cause = "call_failed";
+		goto fail;
+	}
+	for (;;) {
+		r.busy = false;
+		u->tries++;
+		t0 = ktime_get();
+		stop_machine(splice, &r, NULL);
+		pause = ktime_to_ns(ktime_sub(ktime_get(), t0));
+		if (r.cause || !r.busy || u->tries >= tries)
+			break;
+		msleep_interruptible(retry_interval_ms);
+	}
+	if (!r.cause && r.busy)
+		r.cause = "code_busy";
+	if (r.cause)
+		goto fail;
+	on_each_cpu(do_sync_core, NULL, 1);
+	call_void_hooks(u, base + (POST_APPLY - PRE_APPLY));
+	goto unmap;
+fail:
+	call_void_hooks(u, base + (FAIL_APPLY - PRE_APPLY));
+unmap:
+	for (i = 0; i < u->npatches; i++)
+		unmap_alias(r.alias[i]);
+	kfree(r.alias);
+out:
+	if (ret)
+		return ret;
+	if (r.cause) {
+		u->abort_cause = r.cause;
+		scnprintf(last_error, sizeof(last_error), "%s: %s aborted: %s", u->id, verb, r.cause);
+		pr_info("Update %s %s aborted: %s\n", u->id, verb, r.cause);
+		return r.busy || !strcmp(r.cause, "module_busy") ? -EBUSY : -EINVAL;
+	}
+	u->abort_cause = "none";
+	u->pause_ns = pause;
+	u->conflicts_len = 0;
+	u->conflicts[0] = '\0';
+	if (undo) {
+		u->stage = STAGE_REVERSED;
+		module_put(THIS_MODULE);
+	} else {
+		u->stage = STAGE_APPLIED;
+		u->applied_at = ktime_get_seconds();
+		__module_get(THIS_MODULE);	/* the core stays while code jumps into updates */
+		add_taint(TAINT_LIVEPATCH, LOCKDEP_STILL_OK);
+	}
+	pr_info("Update %s %s successfully\n", u->id, undo ? "reversed" : "applied");
+	return 0;
+}
+
+/* ---- per-update sysfs files ---- */
+
+#define to_update(kobj) container_of(kobj, struct ks_update, kobj)
+
+static ssize_t stage_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	struct ks_update *u = to_update(kobj);
+	ssize_t n;
+
+	mutex_lock(&ks_mutex);
+	n = sysfs_emit(buf, "%s\n", stage_names[u->stage]);
+	mutex_unlock(&ks_mutex);
+	return n;
+}
+
+static ssize_t stage_store(struct kobject *kobj, struct kobj_attribute *attr,
+			   const char *buf, size_t count)
+{
+	struct ks_update *u = to_update(kobj);
+	int ret;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	mutex_lock(&ks_mutex);
+	if (u->deleted)
+		ret = set_error("%s stage: the update was deleted", u->id);
+	else if (sysfs_streq(buf, "applied"))
+		ret = u->stage == STAGE_APPLIED ?
+			set_error("%s stage: already applied", u->id) : transition(u, false);
+	else if (sysfs_streq(buf, "reversed"))
+		ret = u->stage != STAGE_APPLIED ?
+			set_error("%s stage: not applied", u->id) : transition(u, true);
+	else
+		ret = set_error("%s stage: write applied or reversed", u->id);
+	mutex_unlock(&ks_mutex);
+	return ret ? ret : count;
+}
+
+#define SHOW(field, fmt, ...)								\
+static ssize_t field##_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)	\
+{											\
+	struct ks_update *u = to_update(kobj);						\
+	ssize_t n;									\
+											\
+	mutex_lock(&ks_mutex);								\
+	n = sysfs_emit(buf, fmt, __VA_ARGS__);						\
+	mutex_unlock(&ks_mutex);							\
+	return n;									\
+}
+SHOW(abort_cause, "%s\n", u->abort_cause)
+SHOW(conflicts, "%s", u->conflicts)
+SHOW(pause_ns, "%llu\n", u->pause_ns)
+SHOW(tries, "%u\n", u->tries)
+SHOW(applied_at, "%lld\n", (long long)u->applied_at)
+SHOW(description, "%s\n", u->description ? u->description : "")
+
+static ssize_t patches_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	struct ks_update *u = to_update(kobj);
+	unsigned int i;
+	int n = 0;
+
+	mutex_lock(&ks_mutex);
+	for (i = 0; i < u->npatches; i++)
+		n += sysfs_emit_at(buf, n, "%s %lx %lx\n", u->patches[i].name,
+				   u->patches[i].site, u->patches[i].new);
+	mutex_unlock(&ks_mutex);
+	return n;
+}
+
+static struct kobj_attribute stage_attr = __ATTR(stage, 0644, stage_show, stage_store);
+static struct kobj_attribute abort_cause_attr = __ATTR_RO(abort_cause);
+static struct kobj_attribute conflicts_attr = __ATTR_RO(conflicts);
+static struct kobj_attribute pause_ns_attr = __ATTR_RO(pause_ns);
+static struct kobj_attribute tries_attr = __ATTR_RO(tries);
+static struct kobj_attribute applied_at_attr = __ATTR_RO(applied_at);
+static struct kobj_attribute description_attr = __ATTR_RO(description);
+static struct kobj_attribute patches_attr = __ATTR_RO(patches);
+
+static struct attribute *update_attrs[] = {
+	&stage_attr.attr, &abort_cause_attr.attr, &conflicts_attr.attr, &pause_ns_attr.attr,
+	&tries_attr.attr, &applied_at_attr.attr, &description_attr.attr, &patches_attr.attr, NULL,
+};
+ATTRIBUTE_GROUPS(update);
+
+static struct kobj_attribute control_attr = __ATTR(control, 0200, NULL, control_store);
+static struct kobj_attribute last_error_attr = __ATTR_RO(last_error);
+static struct kobj_attribute bench_ns_attr = __ATTR_RO(bench_ns);
+static struct attribute *root_attrs[] = {
+	&control_attr.attr, &last_error_attr.attr, &bench_ns_attr.attr, NULL,
+};
+static const struct attribute_group root_group = { .attrs = root_attrs };
+
+/* ---- module tracking ---- */
+
+static int module_event(struct notifier_block *nb, unsigned long event, void *data)
+{
+	struct module *mod = data;
+	struct ks_mod *m;
+
+	if (strncmp(mod->name, "ksplice_", strlen("ksplice_")))
+		return NOTIFY_DONE;
+	mutex_lock(&ks_mutex);
+	if (event == MODULE_STATE_LIVE) {
+		m = kzalloc(sizeof(*m), GFP_KERNEL);
+		if (m) {
+			m->mod = mod;
+			list_add(&m->list, &ks_mods);
+		}
+	} else if (event == MODULE_STATE_GOING) {
+		m = find_mod(mod->name);
+		if (m) {
+			list_del(&m->list);
+			kfree(m);
+		}
+	}
+	mutex_unlock(&ks_mutex);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block module_nb = { .notifier_call = module_event };
+
+static int __init ksplice_init(void)
+{
+	int ret;
+
+	ks_root = kobject_create_and_add("ksplice", kernel_kobj);
+	if (!ks_root)
+		return -ENOMEM;
+	ret = sysfs_create_group(ks_root, &root_group);
+	if (ret)
+		goto put;
+	ret = register_module_notifier(&module_nb);
+	if (ret)
+		goto put;
+	return 0;
+put:
+	kobject_put(ks_root);
+	return ret;
+}
+
+static void __exit ksplice_exit(void)
+{
+	struct ks_update *u;
+	struct ks_mod *m, *mtmp;
+
+	/* Nothing is applied: each applied update holds a reference on this module. */
+	unregister_module_notifier(&module_nb);
+	for (;;) {
+		mutex_lock(&ks_mutex);
+		u = list_first_entry_or_null(&ks_updates, struct ks_update, list);
+		if (u)
+			delete_update(u);
+		mutex_unlock(&ks_mutex);
+		if (!u)
+			break;
+		/* Outside ks_mutex: kobject_put waits for readers of the update's files. */
+		kobject_put(&u->kobj);
+	}
+	mutex_lock(&ks_mutex);
+	list_for_each_entry_safe(m, mtmp, &ks_mods, list) {
+		list_del(&m->list);
+		kfree(m);
+	}
+	mutex_unlock(&ks_mutex);
+	kobject_put(ks_root);
+}
+
+module_init(ksplice_init);
+module_exit(ksplice_exit);
