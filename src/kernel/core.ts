@@ -1,0 +1,460 @@
+// The user-space side of the ksplice core module (kmod/ksplice.c): builds it against a kernel's
+// headers, loads it, and drives /sys/kernel/ksplice/ with the text protocol the module speaks.
+// The module executes a plan and verifies each step; this file only formats the plan, splits it
+// into writes the kernel accepts, and turns refusals into a typed CoreError that carries the
+// module's abort code and conflicts. All filesystem and process access goes through CoreHost, so
+// tests run it against a fake sysfs and the lab drives a guest's sysfs from the host.
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** SYSFS_ROOT is where the core module publishes its files. */
+export const SYSFS_ROOT = "/sys/kernel/ksplice";
+
+/** MAX_WRITE is the most the module takes in one write(2) to control (a page, less its NUL). */
+export const MAX_WRITE = 4095;
+
+/** Stage is an update's state as the module reports it. */
+export type Stage = "preparing" | "applied" | "reversed";
+
+/** AbortCause is why the module refused to apply or undo (or `none`). */
+export type AbortCause =
+  | "none"
+  | "code_busy"
+  | "module_busy"
+  | "unexpected_code"
+  | "already_patched"
+  | "call_failed"
+  | "bad_plan";
+
+/** CoreErrorCode is an abort cause, or what went wrong around the module. */
+export type CoreErrorCode =
+  | Exclude<AbortCause, "none">
+  | "bad_command"
+  | "not_loaded"
+  | "load_failed"
+  | "build_failed";
+
+/** HookKind names the points where the module calls an update's hooks (Ksplice's order). */
+export const HOOK_KINDS = [
+  "pre_apply",
+  "check_apply",
+  "apply",
+  "post_apply",
+  "fail_apply",
+  "pre_reverse",
+  "check_reverse",
+  "reverse",
+  "post_reverse",
+  "fail_reverse",
+] as const;
+export type HookKind = (typeof HOOK_KINDS)[number];
+
+/** RelocType is an x86-64 relocation type the module can write, by its ELF number. */
+export const RELOC_TYPES = {
+  R_X86_64_64: 1,
+  R_X86_64_PC32: 2,
+  R_X86_64_PLT32: 4,
+  R_X86_64_32: 10,
+  R_X86_64_32S: 11,
+} as const;
+export type RelocType = keyof typeof RELOC_TYPES;
+
+/** Reloc asks the module to store S + A (minus DEST when pc-relative) at DEST in the update module. */
+export interface Reloc {
+  dest: bigint;
+  type: RelocType;
+  symbol: bigint;
+  addend: bigint;
+}
+
+/** Patch is one jump: at apply, `jmp newAddr` is written at site, where `expected` is now. */
+export interface Patch {
+  name: string;
+  site: bigint;
+  newAddr: bigint;
+  /** The function being replaced (checked against every task's stack on apply). */
+  fstart: bigint;
+  fsize: bigint;
+  /** The replacement (checked on undo). */
+  nstart: bigint;
+  nsize: bigint;
+  /** The 5 bytes at site now. */
+  expected: Uint8Array;
+}
+
+/** UpdateStatus is everything /sys/kernel/ksplice/ID/ says about one update. */
+export interface UpdateStatus {
+  id: string;
+  stage: Stage;
+  abortCause: AbortCause;
+  conflicts: string[];
+  pauseNs: number;
+  tries: number;
+  appliedAt: number;
+  description: string;
+  patches: { name: string; site: bigint; newAddr: bigint }[];
+}
+
+/** CoreError is a refusal by the core module (code = its abort cause) or a failure around it. */
+export class CoreError extends Error {
+  readonly code: CoreErrorCode;
+  readonly conflicts: string[];
+  constructor(code: CoreErrorCode, message: string, opts: { conflicts?: string[]; cause?: unknown } = {}) {
+    super(message, { cause: opts.cause });
+    this.name = "CoreError";
+    this.code = code;
+    this.conflicts = opts.conflicts ?? [];
+  }
+}
+
+/** CoreHost is the filesystem and process access Core needs; swap it for tests or a remote guest. */
+export interface CoreHost {
+  readFile(path: string): Promise<string>;
+  /** writeFile must issue exactly one write(2) of data (sysfs takes one command batch per write). */
+  writeFile(path: string, data: string): Promise<void>;
+  exists(path: string): Promise<boolean>;
+  readdir(path: string): Promise<string[]>;
+  exec(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+}
+
+/** localHost is CoreHost on this machine. */
+export const localHost: CoreHost = {
+  async readFile(path) {
+    return readFileSync(path, "utf8");
+  },
+  async writeFile(path, data) {
+    const fd = openSync(path, "w");
+    try {
+      const buf = Buffer.from(data);
+      const n = writeSync(fd, buf, 0, buf.length);
+      if (n !== buf.length) throw new Error(`short write to ${path}: ${n} of ${buf.length} bytes`);
+    } finally {
+      closeSync(fd);
+    }
+  },
+  async exists(path) {
+    return existsSync(path);
+  },
+  async readdir(path) {
+    return readdirSync(path);
+  },
+  exec(argv) {
+    return new Promise((resolve) => {
+      execFile(argv[0], argv.slice(1), { encoding: "utf8" }, (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : 127) : 0;
+        resolve({ code, stdout, stderr: stderr || (err && !stderr ? err.message : "") });
+      });
+    });
+  },
+};
+
+const hex = (v: bigint): string => v.toString(16);
+const ID_RE = /^[a-z0-9]{1,16}$/;
+
+/** splitWrites groups lines into chunks of at most `max` bytes, never splitting a line. */
+export function splitWrites(lines: string[], max = MAX_WRITE): string[] {
+  const chunks: string[] = [];
+  let cur = "";
+  for (const line of lines) {
+    if (line.includes("\n"))
+      throw new CoreError("bad_command", `control command contains a newline: ${JSON.stringify(line)}`);
+    const l = `${line}\n`;
+    if (Buffer.byteLength(l) > max)
+      throw new CoreError("bad_command", `control command longer than ${max} bytes: ${line.slice(0, 80)}…`);
+    if (cur && Buffer.byteLength(cur) + Buffer.byteLength(l) > max) {
+      chunks.push(cur);
+      cur = "";
+    }
+    cur += l;
+  }
+  if (cur) chunks.push(cur);
+  return chunks;
+}
+
+/** relocLine formats a `reloc` command. */
+export function relocLine(id: string, r: Reloc): string {
+  return `${id} reloc ${hex(r.dest)} ${RELOC_TYPES[r.type]} ${hex(r.symbol)} ${r.addend}`;
+}
+
+/** patchLine formats a `patch` command. */
+export function patchLine(id: string, p: Patch): string {
+  if (p.expected.length !== 5)
+    throw new CoreError("bad_command", `patch ${p.name}: expected bytes must be 5, got ${p.expected.length}`);
+  if (!/^\S+$/.test(p.name))
+    throw new CoreError("bad_command", `patch name ${JSON.stringify(p.name)} must be one word`);
+  const exp = Buffer.from(p.expected).toString("hex");
+  return `${id} patch ${hex(p.site)} ${hex(p.newAddr)} ${hex(p.fstart)} ${hex(p.fsize)} ${hex(p.nstart)} ${hex(p.nsize)} ${exp} ${p.name}`;
+}
+
+/** parseStatus reads an update's files (as a map name → contents) into an UpdateStatus. */
+export function parseStatus(id: string, files: Record<string, string>): UpdateStatus {
+  const lines = (s: string | undefined) => (s ?? "").split("\n").filter((l) => l.trim() !== "");
+  return {
+    id,
+    stage: (files.stage ?? "").trim() as Stage,
+    abortCause: ((files.abort_cause ?? "none").trim() || "none") as AbortCause,
+    conflicts: lines(files.conflicts),
+    pauseNs: Number((files.pause_ns ?? "0").trim()),
+    tries: Number((files.tries ?? "0").trim()),
+    appliedAt: Number((files.applied_at ?? "0").trim()),
+    description: (files.description ?? "").replace(/\n$/, ""),
+    patches: lines(files.patches).map((l) => {
+      const [name, site, newAddr] = l.trim().split(/\s+/);
+      return { name, site: BigInt(`0x${site}`), newAddr: BigInt(`0x${newAddr}`) };
+    }),
+  };
+}
+
+const STATUS_FILES = [
+  "stage",
+  "abort_cause",
+  "conflicts",
+  "pause_ns",
+  "tries",
+  "applied_at",
+  "description",
+  "patches",
+];
+
+/** Core drives a loaded ksplice core module through its sysfs files. */
+export class Core {
+  readonly host: CoreHost;
+  readonly root: string;
+
+  constructor(opts: { host?: CoreHost; root?: string } = {}) {
+    this.host = opts.host ?? localHost;
+    this.root = opts.root ?? SYSFS_ROOT;
+  }
+
+  /** loaded says whether the core module is loaded (its sysfs directory exists). */
+  async loaded(): Promise<boolean> {
+    return (
+      (await this.host.exists("/sys/module/ksplice")) && (await this.host.exists(`${this.root}/control`))
+    );
+  }
+
+  /** ensureLoaded inserts the core from koPath unless it is loaded; returns true when it loaded it now. */
+  async ensureLoaded(
+    koPath: string,
+    params: Record<string, string | number | boolean> = {},
+  ): Promise<boolean> {
+    if (await this.loaded()) return false;
+    const args = Object.entries(params).map(([k, v]) => `${k}=${typeof v === "boolean" ? (v ? 1 : 0) : v}`);
+    const r = await this.host.exec(["insmod", koPath, ...args]);
+    if (r.code !== 0)
+      throw new CoreError(
+        "load_failed",
+        `loading the ksplice core (insmod ${koPath}) failed: ${(r.stderr || r.stdout).trim()}; check that it was built for this kernel (uname -r) and that you are root`,
+      );
+    if (!(await this.loaded()))
+      throw new CoreError(
+        "load_failed",
+        `insmod ${koPath} succeeded but ${this.root}/control did not appear`,
+      );
+    return true;
+  }
+
+  /** control sends commands, split at line boundaries into writes the module accepts. */
+  async control(lines: string[]): Promise<void> {
+    if (!(await this.host.exists(`${this.root}/control`)))
+      throw new CoreError(
+        "not_loaded",
+        `the ksplice core is not loaded (${this.root}/control is missing); load it first`,
+      );
+    for (const chunk of splitWrites(lines)) {
+      try {
+        await this.host.writeFile(`${this.root}/control`, chunk);
+      } catch (err) {
+        const why = (await this.lastError()) || (err as Error).message;
+        const code: CoreErrorCode = why.startsWith("already_patched:") ? "already_patched" : "bad_command";
+        throw new CoreError(code, `the ksplice core refused a command: ${why}`, { cause: err });
+      }
+    }
+  }
+
+  /** lastError is the module's explanation of the last refused command (`none` after a success). */
+  async lastError(): Promise<string> {
+    try {
+      return (await this.host.readFile(`${this.root}/last_error`)).trim();
+    } catch {
+      return "";
+    }
+  }
+
+  /** newUpdate starts update `id` whose code is in the loaded update module `module`. */
+  async newUpdate(id: string, module: string): Promise<void> {
+    if (!ID_RE.test(id))
+      throw new CoreError(
+        "bad_command",
+        `update id ${JSON.stringify(id)} must be 1 to 16 characters from [a-z0-9]`,
+      );
+    await this.control([`new ${id} ${module}`]);
+  }
+
+  /** reloc fills relocations in the update module (before apply). */
+  async reloc(id: string, relocs: Reloc[]): Promise<void> {
+    await this.control(relocs.map((r) => relocLine(id, r)));
+  }
+
+  /** patch adds jumps to write at apply. */
+  async patch(id: string, patches: Patch[]): Promise<void> {
+    await this.control(patches.map((p) => patchLine(id, p)));
+  }
+
+  /** hook registers a hook function at addr for the given point. */
+  async hook(id: string, kind: HookKind, addr: bigint): Promise<void> {
+    await this.control([`${id} hook ${kind} ${hex(addr)}`]);
+  }
+
+  /** describe stores a one-line description shown by status. */
+  async describe(id: string, text: string): Promise<void> {
+    await this.control([`${id} description ${text.replace(/\s+/g, " ").trim()}`]);
+  }
+
+  /** apply applies an update; throws CoreError(abort cause, conflicts) when the module refuses. */
+  async apply(id: string): Promise<UpdateStatus> {
+    return this.transition(id, "applied");
+  }
+
+  /** reverse undoes an applied update; throws CoreError like apply. */
+  async reverse(id: string): Promise<UpdateStatus> {
+    return this.transition(id, "reversed");
+  }
+
+  /** remove deletes an update that is not applied, releasing its module. */
+  async remove(id: string): Promise<void> {
+    await this.control([`delete ${id}`]);
+  }
+
+  /** status reads everything the module reports about one update. */
+  async status(id: string): Promise<UpdateStatus> {
+    const dir = `${this.root}/${id}`;
+    if (!(await this.host.exists(`${dir}/stage`)))
+      throw new CoreError("bad_command", `no update ${id} in the ksplice core (${dir} is missing)`);
+    const files: Record<string, string> = {};
+    for (const f of STATUS_FILES) files[f] = await this.host.readFile(`${dir}/${f}`);
+    return parseStatus(id, files);
+  }
+
+  /** list names the updates the module knows, in no particular order. */
+  async list(): Promise<string[]> {
+    if (!(await this.host.exists(this.root))) return [];
+    const out: string[] = [];
+    for (const name of await this.host.readdir(this.root))
+      if (ID_RE.test(name) && (await this.host.exists(`${this.root}/${name}/stage`))) out.push(name);
+    return out.sort();
+  }
+
+  /** benchStopMachine returns the median ns of n empty stop_machine calls (core loaded with bench=1). */
+  async benchStopMachine(n: number): Promise<number> {
+    await this.control([`bench_stop_machine ${n}`]);
+    return Number((await this.host.readFile(`${this.root}/bench_ns`)).trim());
+  }
+
+  private async transition(id: string, to: "applied" | "reversed"): Promise<UpdateStatus> {
+    const verb = to === "applied" ? "applying" : "reversing";
+    try {
+      await this.host.writeFile(`${this.root}/${id}/stage`, to);
+    } catch (err) {
+      const st = await this.status(id).catch(() => undefined);
+      if (st && st.abortCause !== "none" && st.stage !== to) {
+        const list = st.conflicts.length ? `: ${st.conflicts.join("; ")}` : "";
+        throw new CoreError(st.abortCause, `${verb} update ${id} aborted: ${st.abortCause}${list}`, {
+          conflicts: st.conflicts,
+          cause: err,
+        });
+      }
+      throw new CoreError(
+        "bad_command",
+        `${verb} update ${id} failed: ${(await this.lastError()) || (err as Error).message}`,
+        { cause: err },
+      );
+    }
+    return this.status(id);
+  }
+}
+
+/** moduleSection reads a loaded module's section address from /sys/module/NAME/sections/SEC. */
+export async function moduleSection(
+  name: string,
+  section: string,
+  host: CoreHost = localHost,
+): Promise<bigint> {
+  const path = `/sys/module/${name}/sections/${section}`;
+  const text = (await host.readFile(path)).trim();
+  if (!/^0x[0-9a-f]+$/i.test(text))
+    throw new Error(`reading ${path}: expected a hex address, got ${JSON.stringify(text)} (run as root)`);
+  return BigInt(text);
+}
+
+/** repoKmodDir is kmod/ of this checkout (from src/kernel or dist/src/kernel). */
+export function repoKmodDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, "kmod", "ksplice.c"))) {
+    const up = dirname(dir);
+    if (up === dir)
+      throw new CoreError(
+        "build_failed",
+        "cannot find kmod/ksplice.c above src/kernel (is this a ksplice checkout?)",
+      );
+    dir = up;
+  }
+  return join(dir, "kmod");
+}
+
+/**
+ * buildModule builds an out-of-tree module from srcDir (Kbuild + *.c) against headersDir into
+ * outDir/NAME-HASH/, keyed by the sources and the headers dir, and returns the .ko path. The
+ * sources are copied first so a build never writes into the checkout.
+ */
+export async function buildModule(
+  srcDir: string,
+  name: string,
+  headersDir: string,
+  outDir: string,
+): Promise<string> {
+  const files = readdirSync(srcDir)
+    .filter((f) => f === "Kbuild" || f === "Makefile" || /\.[ch]$/.test(f))
+    .sort();
+  const h = createHash("sha256").update(headersDir);
+  for (const f of files) h.update(`\0${f}\0`).update(readFileSync(join(srcDir, f)));
+  const symvers = join(headersDir, "Module.symvers");
+  if (existsSync(symvers)) h.update(readFileSync(symvers));
+  const dest = join(outDir, `${name}-${h.digest("hex").slice(0, 16)}`);
+  const ko = join(dest, `${name}.ko`);
+  if (existsSync(ko)) return ko;
+  const tmp = `${dest}.partial-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  for (const f of files) copyFileSync(join(srcDir, f), join(tmp, f));
+  const r = await localHost.exec(["make", "-C", headersDir, `M=${tmp}`, "modules"]);
+  if (r.code !== 0 || !existsSync(join(tmp, `${name}.ko`))) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw new CoreError(
+      "build_failed",
+      `building ${name}.ko from ${srcDir} against ${headersDir} failed:\n${(r.stderr || r.stdout).trim().split("\n").slice(-20).join("\n")}`,
+    );
+  }
+  rmSync(dest, { recursive: true, force: true });
+  renameSync(tmp, dest);
+  return ko;
+}
+
+/** buildCore builds kmod/ (the core module) against headersDir, cached under outDir. */
+export function buildCore(headersDir: string, outDir: string): Promise<string> {
+  return buildModule(repoKmodDir(), "ksplice", headersDir, outDir);
+}
