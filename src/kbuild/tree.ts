@@ -42,10 +42,13 @@ export function openTree(dir: string): KernelTree {
   need("Makefile", "not a kernel source tree");
   need(".config", "the tree is not configured");
   need("include/generated/autoconf.h", "'make prepare' has not run");
-  need("include/config/kernel.release", "'make prepare' has not run");
+  need("include/generated/utsrelease.h", "'make prepare' has not run");
   need("scripts/basic/fixdep", "'make prepare' has not run");
   const config = parseConfig(readFileSync(join(dir, ".config"), "utf8"));
-  const release = readFileSync(join(dir, "include/config/kernel.release"), "utf8").trim();
+  // UTS_RELEASE is what compiled code embeds; prepare may have run with KERNELRELEASE=.
+  const uts = /#define UTS_RELEASE "([^"]+)"/.exec(readFileSync(join(dir, "include/generated/utsrelease.h"), "utf8"));
+  if (!uts) throw new UserError(`${dir}/include/generated/utsrelease.h has no UTS_RELEASE: run 'make prepare' again`, { code: "bad_tree" });
+  const release = uts[1];
   const ccText = config.get("CONFIG_CC_VERSION_TEXT");
   if (!ccText) throw new UserError(`${dir}/.config has no CONFIG_CC_VERSION_TEXT: cannot tell which compiler built this kernel`, { code: "bad_tree" });
   const cc = ccText.split(" ")[0];

@@ -407,9 +407,10 @@ export function qemuArgs(s: QemuSpec): string[] {
     ...cpu,
     ...["-smp", String(s.smp), "-m", String(s.memoryMb)],
     ...["-kernel", s.kernel, "-initrd", s.initrd],
-    // loglevel=5 keeps warnings (WARN_ON, oopses) on the console but not the boot chatter;
+    // loglevel=6 keeps notices (the kernel banner), warnings and oopses on the console but not the
+    // boot chatter of pr_info;
     // tsc=reliable skips the clocksource watchdog, which TCG's jittery clock keeps tripping.
-    ...["-append", `console=ttyS0 panic=-1 rdinit=/init loglevel=5 tsc=reliable ${s.append}`.trim()],
+    ...["-append", `console=ttyS0 panic=-1 rdinit=/init loglevel=6 tsc=reliable ${s.append}`.trim()],
     ...["-serial", `file:${s.consoleLog}`],
     ...["-chardev", `socket,id=agent,path=${s.agentSocket}`, "-serial", "chardev:agent"],
   ];

@@ -1,0 +1,267 @@
+// `create`: from a prepared kernel tree and a patch, build an update package. The driver is
+// a straight list of named, timed passes:
+//   check tree → read patches → pick objects → build pre (kernel flags, for run-pre matching)
+//   → build pre and post with one section per symbol (for diffing and extraction) → diff and
+//   classify → extract replacement code → build the update module → write the package.
+// The source tree is never written: builds happen in an overlay view (kbuild/build.ts).
+import { createHash, randomInt } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, join, resolve } from "node:path";
+import { UserError } from "../cli/errors.js";
+import { checksum } from "../diff/correlate.js";
+import { diffObjects, type Unit } from "../diff/index.js";
+import { ElfFile } from "../elf/reader.js";
+import { BuildView, SECTION_FLAGS } from "../kbuild/build.js";
+import { ObjectMap, objectFor, sourcesIncluding, dependentsFromCmdFiles } from "../kbuild/objects.js";
+import { parsePatch } from "../kbuild/patch.js";
+import { openTree } from "../kbuild/tree.js";
+import { classify, type ObjectPlan, type Refusal } from "./classify.js";
+import { type Extraction, extractObject } from "./extract.js";
+import { FORMAT_VERSION, type Manifest } from "./manifest.js";
+import { buildUpdateModule, loadExports, moduleName } from "./module.js";
+import { writePackage } from "./package.js";
+import { kernelIdentity } from "./identity.js";
+
+/** CreateOptions are the inputs of one `create` run. */
+export interface CreateOptions {
+  src: string;
+  patches: string[];
+  applied: string[];
+  id?: string;
+  outputDir: string;
+  description?: string;
+  headersDir?: string;
+  vmlinux?: string;
+  /** A prebuilt core module to ship in the package (see kernel/core.ts). */
+  coreModule?: (headersDir: string, workDir: string) => Promise<string | undefined>;
+  log: (line: string) => void;
+  signal: AbortSignal;
+}
+
+/** CreateResult is the package made and how long each pass took. */
+export interface CreateResult {
+  id: string;
+  path: string;
+  manifest: Manifest;
+  timings: Array<{ pass: string; ms: number }>;
+}
+
+const ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+/** newId makes an 8-character update id of [a-z0-9]. */
+export function newId(): string {
+  let s = "";
+  for (let i = 0; i < 8; i++) s += ID_CHARS[randomInt(ID_CHARS.length)];
+  return s;
+}
+
+const sha256 = (b: Uint8Array | string) => createHash("sha256").update(b).digest("hex");
+
+function findHeaders(srcDir: string, release: string, given?: string): string {
+  const candidates = given
+    ? [given]
+    : [join(srcDir, "..", "root/usr/src", `linux-headers-${release}`), `/usr/src/linux-headers-${release}`, `/lib/modules/${release}/build`];
+  for (const c of candidates) {
+    const uts = join(c, "include/generated/utsrelease.h");
+    if (!existsSync(join(c, "Module.symvers"))) continue;
+    const theirs = existsSync(uts) ? /UTS_RELEASE "([^"]+)"/.exec(readFileSync(uts, "utf8"))?.[1] : undefined;
+    if (theirs && theirs !== release) throw new UserError(`headers in ${c} are for ${theirs}, but the tree is ${release}`, { code: "wrong_kernel" });
+    return resolve(c);
+  }
+  throw new UserError(`no kernel headers with Module.symvers for ${release} (looked in ${candidates.join(", ")}); pass --headers DIR`, { code: "bad_tree" });
+}
+
+/** createUpdate runs the whole pipeline and returns the package path. */
+export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
+  const timings: CreateResult["timings"] = [];
+  const pass = async <T>(name: string, fn: () => T | Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    o.log(`${name}...`);
+    try {
+      return await fn();
+    } finally {
+      timings.push({ pass: name, ms: Math.round(performance.now() - t0) });
+    }
+  };
+  const id = o.id ?? newId();
+  if (!/^[a-z0-9]{1,16}$/.test(id)) throw new UserError(`update id '${id}' must be 1 to 16 characters of [a-z0-9]`, { code: "usage", exitCode: 2 });
+
+  const tree = await pass("check tree", () => openTree(resolve(o.src)));
+  const headersDir = findHeaders(tree.dir, tree.release, o.headersDir);
+  const identity = kernelIdentity(tree.dir, tree.release, o.vmlinux);
+
+  const patches = await pass("read patches", () =>
+    [...o.applied.map((f) => ({ f, applied: true })), ...o.patches.map((f) => ({ f, applied: false }))].map(({ f, applied }) => {
+      let text: string;
+      try {
+        text = readFileSync(f, "utf8");
+      } catch (e) {
+        throw new UserError(`cannot read patch ${f}: ${(e as Error).message}`, { code: "bad_patch" });
+      }
+      return { file: resolve(f), name: basename(f), text, applied, files: parsePatch(text, f) };
+    }),
+  );
+
+  const objects = await pass("pick objects", () => pickObjects(tree.dir, tree.config, patches.filter((p) => !p.applied).flatMap((p) => p.files.map((x) => x.path))));
+
+  const work = mkdtempSync(join(tmpdir(), `ksplice-create-${id}-`));
+  let view: BuildView | undefined;
+  try {
+    view = await pass("open build view", () => BuildView.open(tree, o.log));
+    const v = view;
+    for (const p of patches.filter((x) => x.applied)) v.applyPatch(p.file, p.name);
+    const copy = (dir: string) => {
+      for (const obj of objects) v.copyOut(obj, join(work, dir, obj));
+    };
+    await pass("build pre", async () => {
+      await v.make(objects, "", o.signal);
+      copy("pre");
+    });
+    await pass("build pre (sections)", async () => {
+      v.overrideJumpLabels();
+      await v.make(objects, SECTION_FLAGS, o.signal);
+      copy("prefs");
+    });
+    await pass("build post (sections)", async () => {
+      for (const p of patches.filter((x) => !x.applied)) v.applyPatch(p.file, p.name);
+      await v.make(objects, SECTION_FLAGS, o.signal);
+      copy("post");
+    });
+    v.close();
+    view = undefined;
+
+    const load = (dir: string, obj: string) => {
+      const path = join(work, dir, obj);
+      return ElfFile.parse(readFileSync(path), `${dir}/${obj}`);
+    };
+    const plans = await pass("diff", () => objects.map((obj) => classify(obj, diffObjects(load("prefs", obj), load("post", obj)))));
+    const refusals: Refusal[] = plans.flatMap((p) => p.refusals);
+    if (refusals.length) throw refusalError(refusals);
+    const useful = plans.filter((p) => p.replaced.length || p.added.length || p.addedData.length);
+    if (useful.length === 0)
+      throw new UserError(`the patch changes no compiled code in ${objects.join(", ")} (only comments, whitespace, or code the configuration leaves out?): nothing to do`, { code: "no_change" });
+    if (useful.every((p) => p.replaced.length === 0))
+      throw new UserError(`the patch only adds code that nothing running calls (${useful.flatMap((p) => p.added.map((u) => u.name)).join(", ")}): nothing to replace`, { code: "no_change" });
+
+    const exports = loadExports(join(headersDir, "Module.symvers"));
+    const usedNames = new Set<string>();
+    const extracted = await pass("extract", () => useful.map((plan) => ({ plan, ext: extractPlan(plan, exports, usedNames, load("pre", plan.object)) })));
+    const extractRefusals = extracted.flatMap((e) => e.ext.extraction.refusals);
+    if (extractRefusals.length) throw refusalError(extractRefusals);
+
+    const description = o.description ?? describePatches(patches.filter((p) => !p.applied));
+    const pkgDir = join(work, `ksplice-${id}`);
+    mkdirSync(pkgDir);
+    const ko = await pass("build module", () =>
+      buildUpdateModule({ id, description, headersDir, makeArgs: [`CC=${tree.cc}`], dir: join(work, "module"), objects: extracted.map((e) => e.ext.extraction.bytes), signal: o.signal }),
+    );
+    const core = o.coreModule ? await pass("build core module", () => o.coreModule!(headersDir, join(work, "core"))) : undefined;
+
+    const manifest = await pass("package", async () => {
+      const files: Array<{ path: string; bytes: Uint8Array }> = [];
+      const modFile = `${moduleName(id)}.ko`;
+      files.push({ path: modFile, bytes: readFileSync(ko) });
+      if (core) files.push({ path: "ksplice.ko", bytes: readFileSync(core) });
+      for (const e of extracted) files.push({ path: `pre/${e.plan.object}`, bytes: readFileSync(join(work, "pre", e.plan.object)) });
+      patches.forEach((p, i) => files.push({ path: `patches/${String(i).padStart(2, "0")}-${p.name}`, bytes: Buffer.from(p.text) }));
+      const m: Manifest = {
+        format: "ksplice-update",
+        formatVersion: FORMAT_VERSION,
+        id,
+        description,
+        createdAt: new Date().toISOString(),
+        tool: "ksplice 0.1.0",
+        kernel: identity,
+        patches: patches.filter((p) => !p.applied).map((p) => ({ name: p.name, sha256: sha256(p.text), text: p.text })),
+        applied: patches.filter((p) => p.applied).map((p) => ({ name: p.name, sha256: sha256(p.text) })),
+        module: { name: moduleName(id), file: modFile },
+        core: core ? { file: "ksplice.ko" } : null,
+        objects: extracted.map((e) => ({ path: e.plan.object, pre: `pre/${e.plan.object}` })),
+        targets: extracted.flatMap((e) => e.ext.targets),
+        newFunctions: extracted.flatMap((e) => e.ext.extraction.functions.filter((f) => !f.replaces).map((f) => ({ name: f.name, object: e.plan.object, section: f.section, size: f.size }))),
+        newData: extracted.flatMap((e) => e.ext.extraction.data.map((d) => ({ ...d, object: e.plan.object }))),
+        relocations: extracted.flatMap((e) => e.ext.extraction.relocs),
+        hooks: [],
+        files: files.map((f) => ({ path: f.path, sha256: sha256(f.bytes), size: f.bytes.length })),
+      };
+      const out = join(resolve(o.outputDir), `ksplice-${id}.tar.gz`);
+      mkdirSync(dirname(out), { recursive: true });
+      await writePackage(out, `ksplice-${id}`, m, files);
+      return { m, out };
+    });
+    return { id, path: manifest.out, manifest: manifest.m, timings };
+  } finally {
+    view?.close();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function refusalError(refusals: Refusal[]): UserError {
+  const lines = refusals.map((r) => `  ${r.object}: ${r.symbol}: ${r.reason}`);
+  return new UserError(`the patch makes changes that replacing code cannot apply:\n${lines.join("\n")}`, { code: "unsupported_change" });
+}
+
+function describePatches(ps: Array<{ name: string; text: string }>): string {
+  const subjects = ps.map((p) => /^Subject:\s*(?:\[[^\]]*\]\s*)?(.+)$/m.exec(p.text)?.[1]?.trim() ?? p.name);
+  return subjects.join("; ");
+}
+
+/** pickObjects maps changed files to the built-in objects to compile, refusing what cannot be patched. */
+export function pickObjects(root: string, config: import("../kbuild/tree.js").KernelConfig, files: string[]): string[] {
+  const map = new ObjectMap(root, config);
+  const objects = new Set<string>();
+  const ignored: string[] = [];
+  for (const f of files) {
+    if (f.endsWith(".c")) {
+      const st = map.sourceState(f);
+      if (st === "y") objects.add(objectFor(f));
+      else if (st === "m")
+        throw new UserError(`${f} is built as a loadable module (=m in .config); patching modules is not supported yet`, { code: "module_patch" });
+      else ignored.push(f);
+    } else if (f.endsWith(".h")) {
+      const deps = dependentsFromCmdFiles(root, f) ?? sourcesIncluding(root, f).filter((c) => map.sourceState(c) === "y").map(objectFor);
+      for (const d of deps) objects.add(d);
+      if (deps.length === 0) ignored.push(f);
+    } else if (/\.(S|s)$/.test(f)) {
+      const st = map.sourceState(f.replace(/\.[Ss]$/, ".c"));
+      if (map.objectState(dirname(f) === "." ? "" : dirname(f), basename(f).replace(/\.[Ss]$/, ".o")) !== "n" || st !== "n")
+        throw new UserError(`${f} is an assembly file: changes to assembly code are not supported`, { code: "unsupported_change" });
+      ignored.push(f);
+    } else if (/(^|\/)(Makefile|Kbuild|Kconfig[^/]*)$/.test(f)) {
+      throw new UserError(`${f} changes the build configuration: not supported in a live update`, { code: "unsupported_change" });
+    } else ignored.push(f);
+  }
+  if (objects.size === 0)
+    throw new UserError(`the patch changes nothing that is compiled into this kernel (${ignored.join(", ")})`, { code: "not_compiled" });
+  if (objects.size > 64) throw new UserError(`the patch affects ${objects.size} objects (a widely included header?): too many for one update`, { code: "unsupported_change" });
+  return [...objects].sort();
+}
+
+/** extractPlan extracts one object's replacement code and describes its targets. */
+function extractPlan(plan: ObjectPlan, exports: Set<string>, usedNames: Set<string>, prePlain: ElfFile) {
+  // Pair the diffed pre build with the plain one: the plain one is what runs in the kernel.
+  const plainPairing = diffObjects(prePlain, plan.diff.pre.elf).pairing;
+  const plainOf = (u: Unit) => plainPairing.partner.get(u) ?? u;
+  const preNameOf = (u: Unit) => {
+    const pre = plan.diff.pairing.partner.get(u);
+    return pre ? plainOf(pre).name : undefined;
+  };
+  const extraction: Extraction = extractObject({
+    object: plan.object,
+    post: plan.diff.post,
+    replaced: plan.replaced.map((r) => ({ post: r.post, preName: plainOf(r.pre).name })),
+    added: plan.added,
+    addedData: plan.addedData,
+    preNameOf,
+    exported: (n) => exports.has(n),
+    usedNames,
+  });
+  const targets = plan.replaced.map((r) => {
+    const plain = plainOf(r.pre);
+    const f = extraction.functions.find((x) => x.name === r.post.name)!;
+    return { name: plain.name, object: plan.object, size: plain.size, preChecksum: checksum(plain), replacement: { name: f.name, section: f.section, size: f.size } };
+  });
+  return { extraction, targets };
+}
+

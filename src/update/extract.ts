@@ -1,0 +1,292 @@
+// Extracts the replacement code of one object into a new relocatable object for the update
+// module. The sections of replaced and new functions (and new data) are copied; so are the
+// anonymous read-only sections they use (strings, constants). Each relocation is sorted:
+//   - internal: to something copied into the module: kept, against the copy;
+//   - exported: to a symbol the kernel exports: kept as an undefined symbol, so the module
+//     loader resolves it (this also keeps ftrace's __fentry__ calls and return thunks valid);
+//   - kernel: to anything else (static functions and data of the object, unexported globals):
+//     removed from the object and listed for apply time, where run-pre matching has learned
+//     the address. The shipped module is never modified; the core module writes these fields.
+// Entries of special sections (ftrace, ORC, bug and exception tables, alternatives...) are
+// kept when they describe copied code; an unknown section that refers to copied code is
+// refused rather than silently dropped.
+import { R_X86_64, relocInfo, relocTypeName, SHF, SHN, SHT, STB, STT } from "../elf/constants.js";
+import type { ElfFile, ElfRela, ElfSection } from "../elf/reader.js";
+import { ObjectWriter, type SectionRef, type SymbolRef } from "../elf/writer.js";
+import type { ObjectUnits, Unit } from "../diff/index.js";
+import type { Refusal } from "./classify.js";
+
+/** KernelReloc is a relocation the core module applies at apply time. */
+export interface KernelReloc {
+  /** Section of the update module holding the field, and the field's offset in it. */
+  section: string;
+  offset: number;
+  type: string;
+  addend: string;
+  /** The kernel symbol: its name in the post build, and whether it is local to `object`. */
+  symbol: string;
+  local: boolean;
+  object: string;
+  /** Name of the same symbol in the pre build (differs for renumbered clones and statics). */
+  preSymbol: string;
+}
+
+/** ExtractedFunction maps a function of the module to what it replaces. */
+export interface ExtractedFunction {
+  name: string;
+  section: string;
+  size: number;
+  replaces?: string;
+}
+
+/** Extraction is the new object's bytes plus what apply time needs to know about it. */
+export interface Extraction {
+  bytes: Uint8Array;
+  functions: ExtractedFunction[];
+  data: Array<{ name: string; section: string; size: number }>;
+  relocs: KernelReloc[];
+  refusals: Refusal[];
+}
+
+/** Entry layout of the special sections whose entries are filtered per function. */
+const SPECIAL: Record<string, { size: number; anchor: number }> = {
+  __mcount_loc: { size: 8, anchor: 0 },
+  ".orc_unwind_ip": { size: 4, anchor: 0 },
+  __bug_table: { size: 12, anchor: 0 },
+  __ex_table: { size: 12, anchor: 0 },
+  ".return_sites": { size: 4, anchor: 0 },
+  ".retpoline_sites": { size: 4, anchor: 0 },
+  ".smp_locks": { size: 4, anchor: 0 },
+  ".altinstructions": { size: 12, anchor: 0 },
+  ".parainstructions": { size: 16, anchor: 0 },
+  ".call_sites": { size: 4, anchor: 0 },
+};
+// Sections whose entries for copied code are deliberately left out.
+const DROPPED = /^\.discard|^\.static_call_sites$|^\.note|^\.comment$|^__ksymtab|^___ksymtab|^__kcrctab|^\.init\.|^\.exit\.|^\.BTF|^\.debug|^\.llvm|^__patchable/;
+
+function rangeOf(u: Unit) {
+  return { start: u.start, end: u.start + Math.max(u.size, 1) };
+}
+
+/** extractObject builds the replacement object for one kernel object. */
+export function extractObject(opts: {
+  object: string;
+  post: ObjectUnits;
+  /** Post unit of each replaced function, with the pre unit's name. */
+  replaced: Array<{ post: Unit; preName: string }>;
+  added: Unit[];
+  addedData: Unit[];
+  /** Pre name of each post unit that has a partner (for kernel relocs). */
+  preNameOf: (u: Unit) => string | undefined;
+  exported: (name: string) => boolean;
+  /** Section names already used by earlier objects of this update. */
+  usedNames: Set<string>;
+}): Extraction {
+  const { post, object } = opts;
+  const elf: ElfFile = post.elf;
+  const w = new ObjectWriter();
+  const refusals: Refusal[] = [];
+  const relocs: KernelReloc[] = [];
+  const outSec = new Map<number, { ref: SectionRef; name: string }>();
+  const undefSyms = new Map<string, SymbolRef>();
+  const queue: ElfSection[] = [];
+
+  const uniqueName = (name: string) => {
+    let n = name;
+    for (let i = 1; opts.usedNames.has(n); i++) n = `${name}.ksplice${i}`;
+    opts.usedNames.add(n);
+    return n;
+  };
+  const include = (sec: ElfSection): SectionRef => {
+    const have = outSec.get(sec.index);
+    if (have) return have.ref;
+    // Merged string and constant sections keep their name so the linker can merge them.
+    const mergeable = (sec.flags & BigInt(SHF.MERGE)) !== 0n;
+    const name = mergeable ? sec.name : uniqueName(sec.name);
+    const ref = w.addSection({
+      name,
+      type: sec.type,
+      flags: sec.flags & ~BigInt(SHF.GROUP | SHF.INFO_LINK),
+      data: sec.type === SHT.NOBITS ? undefined : elf.sectionData(sec),
+      size: sec.type === SHT.NOBITS ? sec.size : undefined,
+      addralign: sec.addralign || 1n,
+      entsize: sec.entsize,
+    });
+    outSec.set(sec.index, { ref, name });
+    queue.push(sec);
+    return ref;
+  };
+
+  const functions: ExtractedFunction[] = [];
+  const data: Extraction["data"] = [];
+  const units: Unit[] = [...opts.replaced.map((r) => r.post), ...opts.added, ...opts.addedData];
+  for (const u of units) {
+    const others = post.unitsIn(u.section).filter((x) => x !== u && !units.includes(x) && x.size > 0);
+    if (others.length)
+      refusals.push({ object, symbol: u.name, reason: `shares section ${u.section.name} with ${others[0].name}: build with -ffunction-sections -fdata-sections` });
+    include(u.section);
+  }
+  // Symbols for the copied units, local so that nothing clashes with kernel exports.
+  for (const u of units) {
+    const s = outSec.get(u.section.index)!;
+    w.addSymbol({ name: u.name, value: u.start, size: u.size, bind: STB.LOCAL, type: u.kind === "func" ? STT.FUNC : STT.OBJECT, section: s.ref });
+    const rep = opts.replaced.find((r) => r.post === u);
+    if (u.kind === "func") functions.push({ name: u.name, section: s.name, size: u.size, ...(rep ? { replaces: rep.preName } : {}) });
+    else data.push({ name: u.name, section: s.name, size: u.size });
+  }
+
+  const isCopyable = (sec: ElfSection) => {
+    if ((sec.flags & BigInt(SHF.ALLOC)) === 0n) return false;
+    if ((sec.flags & BigInt(SHF.MERGE)) !== 0n) return true;
+    if (/^\.rodata\.__func__|^__dyndbg|^\.altinstr_replacement$|^\.rodata\.cst/.test(sec.name)) return true;
+    // Anonymous read-only data (no named object in it), e.g. a switch table.
+    return (sec.flags & BigInt(SHF.WRITE)) === 0n && (sec.flags & BigInt(SHF.EXECINSTR)) === 0n && post.unitsIn(sec).length === 0;
+  };
+  const undef = (name: string) => {
+    let s = undefSyms.get(name);
+    if (!s) {
+      s = w.addSymbol({ name, bind: STB.GLOBAL, section: SHN.UNDEF });
+      undefSyms.set(name, s);
+    }
+    return s;
+  };
+
+  /** route decides where one relocation of a copied section goes. */
+  const route = (from: ElfSection, fromRef: SectionRef, r: ElfRela, outOffset: number) => {
+    const sym = elf.symbols[r.sym];
+    const type = r.type;
+    if (type === R_X86_64.NONE) return;
+    const info = relocInfo(type);
+    if (!info) {
+      refusals.push({ object, symbol: from.name, reason: `relocation type ${relocTypeName(type)} at ${from.name}+0x${r.offset.toString(16)} is not supported` });
+      return;
+    }
+    const defined = sym.shndx !== SHN.UNDEF && sym.shndx < SHN.LORESERVE;
+    if (!defined || (sym.bind !== STB.LOCAL && sym.type !== STT.SECTION)) {
+      // A global: our own copy if we copied it, the kernel's otherwise.
+      const mine = units.find((u) => u.name === sym.name && u.global);
+      if (mine) {
+        w.addRelocation(fromRef, { offset: outOffset, type, symbol: w.sectionSymbol(outSec.get(mine.section.index)!.ref), addend: r.addend + BigInt(mine.start) });
+      } else if (opts.exported(sym.name)) {
+        w.addRelocation(fromRef, { offset: outOffset, type, symbol: undef(sym.name), addend: r.addend });
+      } else {
+        kernel(fromRef, outOffset, type, r.addend, sym.name, false, sym.name);
+      }
+      return;
+    }
+    const target = elf.sections[sym.shndx];
+    const have = outSec.get(target.index);
+    if (have || isCopyable(target)) {
+      const ref = have?.ref ?? include(target);
+      w.addRelocation(fromRef, { offset: outOffset, type, symbol: w.sectionSymbol(ref), addend: r.addend + sym.value });
+      return;
+    }
+    // A named unit of this object that stays in the kernel: find it as the diff did.
+    const at = sym.value + r.addend;
+    const adj = info.pcRelative ? [4n, 5n, 6n, 8n, 12n] : [0n];
+    const list = post.unitsIn(target);
+    let u: Unit | undefined = sym.type === STT.FUNC || sym.type === STT.OBJECT ? list.find((x) => x.symbol.index === sym.index) : undefined;
+    for (const a of adj) {
+      if (u) break;
+      u = list.find((x) => BigInt(rangeOf(x).start) <= at + a && at + a < BigInt(rangeOf(x).end));
+    }
+    if (!u && list.length === 1) u = list[0];
+    if (!u) {
+      refusals.push({ object, symbol: from.name, reason: `cannot tell what ${from.name}+0x${r.offset.toString(16)} refers to in ${target.name}` });
+      return;
+    }
+    const pre = opts.preNameOf(u);
+    if (pre === undefined) {
+      refusals.push({ object, symbol: u.name, reason: `is used by the new code but exists only in the patched build and is not copied` });
+      return;
+    }
+    kernel(fromRef, outOffset, type, at - BigInt(u.start), u.name, !u.global, pre);
+  };
+  const sectionNameOf = (ref: SectionRef) => [...outSec.values()].find((s) => s.ref === ref)!.name;
+  const altKernel: KernelReloc[] = [];
+  const altRanges: Array<{ start: number; len: number }> = [];
+  const kernel = (ref: SectionRef, offset: number, type: number, addend: bigint, symbol: string, local: boolean, preSymbol: string) => {
+    // Unused alternative replacements are never copied into code: their fields can stay unset.
+    if (sectionNameOf(ref).startsWith(".altinstr_replacement")) {
+      altKernel.push({ section: ".altinstr_replacement", offset, type: relocTypeName(type), addend: addend.toString(), symbol, local, object, preSymbol });
+      return;
+    }
+    relocs.push({ section: sectionNameOf(ref), offset, type: relocTypeName(type), addend: addend.toString(), symbol, local, object, preSymbol });
+  };
+
+  // Copy relocations of every included section; routing can pull in more sections.
+  let drained = 0;
+  const drain = () => {
+    for (; drained < queue.length; drained++) {
+      const sec = queue[drained];
+      const ref = outSec.get(sec.index)!.ref;
+      for (const r of elf.relocations(sec)) route(sec, ref, r, Number(r.offset));
+    }
+  };
+  drain();
+
+  // Special sections: keep the entries that describe copied code.
+  const unitSections = new Set<number>(units.map((u) => u.section.index));
+  const copiedText = (secIndex: number) => unitSections.has(secIndex) && (elf.sections[secIndex].flags & BigInt(SHF.EXECINSTR)) !== 0n;
+  const orcKeep: number[] = [];
+  for (const sec of elf.sections) {
+    if (sec.type === SHT.RELA || outSec.has(sec.index) || (sec.flags & BigInt(SHF.ALLOC)) === 0n) continue;
+    const rs = elf.relocations(sec);
+    const touches = rs.filter((r) => {
+      const s = elf.symbols[r.sym];
+      return s.shndx < elf.sections.length && copiedText(s.shndx);
+    });
+    if (touches.length === 0) continue;
+    if (DROPPED.test(sec.name)) continue;
+    const spec = SPECIAL[sec.name];
+    if (!spec) {
+      if (sec.name === "__jump_table")
+        refusals.push({ object, symbol: sec.name, reason: "the new code has jump labels (asm goto) that the jump-label override did not remove" });
+      else refusals.push({ object, symbol: sec.name, reason: `special section ${sec.name} refers to replaced code, and ksplice does not know its layout` });
+      continue;
+    }
+    const bytes = elf.sectionData(sec);
+    const keep: number[] = [];
+    for (const r of rs) {
+      if (Number(r.offset) % spec.size !== spec.anchor) continue;
+      const s = elf.symbols[r.sym];
+      if (s.shndx < elf.sections.length && copiedText(s.shndx)) keep.push(Number(r.offset) / spec.size);
+    }
+    keep.sort((a, b) => a - b);
+    const out = new Uint8Array(keep.length * spec.size);
+    keep.forEach((e, k) => out.set(bytes.subarray(e * spec.size, (e + 1) * spec.size), k * spec.size));
+    const ref = w.addSection({ name: sec.name, type: sec.type, flags: sec.flags & ~BigInt(SHF.GROUP | SHF.INFO_LINK), data: out, addralign: sec.addralign || 1n, entsize: sec.entsize });
+    outSec.set(sec.index, { ref, name: sec.name });
+    const slot = new Map(keep.map((e, k) => [e, k]));
+    for (const r of rs) {
+      const e = Math.floor(Number(r.offset) / spec.size);
+      const k = slot.get(e);
+      if (k === undefined) continue;
+      route(sec, ref, r, k * spec.size + (Number(r.offset) % spec.size));
+    }
+    if (sec.name === ".orc_unwind_ip") orcKeep.push(...keep);
+    if (sec.name === ".altinstructions") {
+      for (const e of keep) {
+        const v = new DataView(bytes.buffer, bytes.byteOffset + e * spec.size, spec.size);
+        const repl = rs.find((r) => Number(r.offset) === e * spec.size + 4);
+        if (repl) altRanges.push({ start: Number(elf.symbols[repl.sym].value + repl.addend) + 4, len: v.getUint8(11) });
+      }
+    }
+  }
+  drain();
+  // The loader applies alternatives before the core can write kernel relocations, so a
+  // replacement instruction used by the new code must not need one.
+  for (const r of altKernel) {
+    const hit = altRanges.find((a) => r.offset >= a.start && r.offset < a.start + a.len);
+    if (hit) refusals.push({ object, symbol: r.symbol, reason: `an alternative instruction in the new code refers to ${r.symbol}, which is not exported: not supported` });
+  }
+  // ORC: .orc_unwind entries (6 bytes, no relocations) run parallel to .orc_unwind_ip.
+  const orc = elf.sectionByName(".orc_unwind");
+  if (orcKeep.length && orc) {
+    const bytes = elf.sectionData(orc);
+    const out = new Uint8Array(orcKeep.length * 6);
+    orcKeep.forEach((e, k) => out.set(bytes.subarray(e * 6, e * 6 + 6), k * 6));
+    w.addSection({ name: ".orc_unwind", type: orc.type, flags: orc.flags, data: out, addralign: orc.addralign || 1n });
+  }
+  return { bytes: w.write(), functions, data, relocs, refusals };
+}
