@@ -863,7 +863,7 @@ out:
 		module_put(THIS_MODULE);
 	} else {
 		u->stage = STAGE_APPLIED;
-		u->applied_at = ktime_get_seconds();
+		u->applied_at = ktime_get_real_seconds();
 		__module_get(THIS_MODULE);	/* the core stays while code jumps into updates */
 		add_taint(TAINT_LIVEPATCH, LOCKDEP_STILL_OK);
 	}

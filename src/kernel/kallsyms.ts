@@ -28,6 +28,8 @@ export function parseKallsyms(text: string): KallsymsEntry[] {
 export class Kallsyms {
   readonly entries: KallsymsEntry[];
   private readonly sorted = new Map<string, bigint[]>();
+  private byName?: Map<string, KallsymsEntry[]>;
+  private byAddr?: Map<bigint, KallsymsEntry[]>;
 
   constructor(text: string) {
     this.entries = parseKallsyms(text);
@@ -44,7 +46,35 @@ export class Kallsyms {
 
   /** lookup returns the addresses of `name` in the kernel image (module undefined) or in `module`. */
   lookup(name: string, module?: string): bigint[] {
-    return this.entries.filter((e) => e.name === name && e.module === module).map((e) => e.addr);
+    return this.named(name)
+      .filter((e) => e.module === module)
+      .map((e) => e.addr);
+  }
+
+  /** named returns every entry called `name`, in the kernel and in modules. */
+  named(name: string): KallsymsEntry[] {
+    if (!this.byName) {
+      this.byName = new Map();
+      for (const e of this.entries) {
+        const list = this.byName.get(e.name);
+        if (list) list.push(e);
+        else this.byName.set(e.name, [e]);
+      }
+    }
+    return this.byName.get(name) ?? [];
+  }
+
+  /** at returns the entries at exactly addr (several names may share one address). */
+  at(addr: bigint): KallsymsEntry[] {
+    if (!this.byAddr) {
+      this.byAddr = new Map();
+      for (const e of this.entries) {
+        const list = this.byAddr.get(e.addr);
+        if (list) list.push(e);
+        else this.byAddr.set(e.addr, [e]);
+      }
+    }
+    return this.byAddr.get(addr) ?? [];
   }
 
   /** one returns the single address of `name`, or throws when it is missing or ambiguous. */

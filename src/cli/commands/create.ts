@@ -1,6 +1,8 @@
 // `ksplice create`: build an update package from a prepared kernel tree and a patch.
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { buildCore } from "../../kernel/core.js";
+import { cacheRoot } from "../../lab/cache.js";
 import { createUpdate } from "../../update/create.js";
 import { println } from "../context.js";
 import { UsageError } from "../errors.js";
@@ -48,6 +50,8 @@ register({
       description: values.description,
       headersDir: values.headers ? abs(values.headers) : undefined,
       vmlinux: values.vmlinux ? abs(values.vmlinux) : undefined,
+      // The package carries the core module, built for the same kernel, so apply needs no compiler.
+      coreModule: (headers) => buildCore(headers, join(cacheRoot(ctx.env), "modules")),
       log: (l) => println(ctx.stderr, `create: ${l}`),
       signal: ctx.signal,
     });

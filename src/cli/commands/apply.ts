@@ -1,0 +1,38 @@
+// `ksplice apply UPDATE`: match, load and splice an update into the running kernel.
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { applyUpdate } from "../../kernel/apply.js";
+import { println } from "../context.js";
+import { UsageError } from "../errors.js";
+import { register } from "../main.js";
+
+const usage = `usage: ksplice apply UPDATE [--partial] [--raw-errors] [--json]
+
+Applies UPDATE (ksplice-ID.tar.gz or its unpacked directory) to the running kernel: checks it
+was made for this kernel, proves its pre code equals the running code, loads its module and
+writes the jumps under stop_machine. Nothing changes when any step fails.
+--raw-errors puts the abort code alone on the first line of standard error.`;
+
+register({
+  name: "apply",
+  summary: "apply an update to the running kernel",
+  usage,
+  async run(args, ctx) {
+    const { values, positionals } = parseArgs({
+      args,
+      options: { partial: { type: "boolean" }, "raw-errors": { type: "boolean" }, json: { type: "boolean" } },
+      allowPositionals: true,
+    });
+    if (positionals.length !== 1) throw new UsageError(`exactly one UPDATE is required\n${usage}`);
+    const res = await applyUpdate({ path: resolve(ctx.cwd, positionals[0]), log: (l) => println(ctx.stderr, `apply: ${l}`) });
+    const us = (res.status.pauseNs / 1000).toFixed(0);
+    if (values.json) {
+      println(ctx.stdout, JSON.stringify({ id: res.id, description: res.description, stage: res.status.stage, pauseNs: res.status.pauseNs, tries: res.status.tries, targets: res.targets, loadedCore: res.loadedCore }, null, 2));
+    } else {
+      println(ctx.stdout, `Update ${res.id} applied: ${res.description}`);
+      for (const t of res.targets) println(ctx.stdout, `  ${t.name} (${t.object}) at ${t.addr}${t.via ? `, via ${t.via}` : ""}`);
+      println(ctx.stdout, `  machine paused ${us} µs (${res.status.tries} attempt${res.status.tries === 1 ? "" : "s"})`);
+    }
+    return 0;
+  },
+});

@@ -1,0 +1,453 @@
+// Run-pre matching: proves that the pre code of an update is the code the running kernel runs,
+// and learns from that proof the addresses the new code needs.
+//
+// How it works. The pre objects are built exactly as the kernel's own build made them (no
+// -ffunction-sections), so each of their sections sits whole in the running kernel: once one
+// function of a section is found, every other symbol of that section is at a known distance.
+// Matching a function compares it with live memory (read through /proc/kcore) instruction by
+// instruction:
+//   - sites the kernel rewrites (ftrace, return thunks, alternatives, ... see sites.ts) may
+//     differ in content, not in length;
+//   - relative branches must be of the same kind; a branch inside the function must land on
+//     the instruction that corresponds to its pre target, one leaving it tells where the
+//     target lives;
+//   - other instructions must be byte-equal outside relocated fields; each relocated field,
+//     read from live memory, says where its target is: a section's base (for this object's
+//     own sections), a global symbol's address, or the live copy of a string literal, which
+//     must hold the same characters.
+// Everything learned must agree with everything learned before and with /proc/kallsyms.
+// A function name with several candidates in kallsyms (static functions with one name in many
+// files, identical out-of-line copies) is decided by the match itself: only the copy whose
+// code and references agree is taken; if several still do, a sibling in the same section
+// decides. A function whose entry was redirected by an earlier ksplice update is followed to
+// the replacement code that runs now.
+import { R_X86_64, relocInfo, SHF, STB } from "../elf/constants.js";
+import type { ElfFile, ElfSection } from "../elf/reader.js";
+import { ObjectUnits, type Target, type Unit, type UnitReloc } from "../diff/units.js";
+import { UserError } from "../cli/errors.js";
+import type { Kallsyms, KallsymsEntry } from "../kernel/kallsyms.js";
+import { decode, format, type Insn } from "../x86/decode.js";
+import { type Site, sitesOf } from "./sites.js";
+
+/** LiveMemory reads bytes of the running kernel (or a stand-in, in tests). */
+export interface LiveMemory {
+  read(addr: bigint, length: number): Uint8Array;
+}
+
+/** MatchedFunction is where a pre function runs now. */
+export interface MatchedFunction {
+  object: string;
+  name: string;
+  /** Address of the code that runs now (an earlier update's replacement when `via` is set). */
+  addr: bigint;
+  /** Size of that code (kallsyms). */
+  size: bigint;
+  /** The kernel's own copy, when the function was redirected by an earlier update. */
+  via?: { addr: bigint; module: string };
+}
+
+interface PreObject {
+  name: string;
+  elf: ElfFile;
+  units: ObjectUnits;
+  sites: Map<number, Site[]>;
+}
+
+/** A fact one comparison learned, committed only if the candidate is taken. */
+type Fact =
+  | { kind: "base"; obj: PreObject; section: ElfSection; addr: bigint; why: string }
+  | { kind: "global"; name: string; addr: bigint; why: string };
+
+interface Miss {
+  at: number;
+  reason: string;
+}
+
+const hex = (v: bigint | number) => `0x${v.toString(16)}`;
+const TEXT_TYPES = /^[tTwW]$/;
+
+/** RunPre matches pre objects against one running kernel. */
+export class RunPre {
+  private readonly objects = new Map<string, PreObject>();
+  private readonly bases = new Map<string, bigint>();
+  private readonly globals = new Map<string, bigint>();
+  private readonly matched = new Map<Unit, MatchedFunction>();
+
+  constructor(
+    readonly kallsyms: Kallsyms,
+    readonly memory: LiveMemory,
+  ) {}
+
+  /** addObject registers a pre object (as the kernel's build made it) under its path. */
+  addObject(name: string, elf: ElfFile): void {
+    this.objects.set(name, { name, elf, units: new ObjectUnits(elf), sites: sitesOf(elf) });
+  }
+
+  private object(name: string): PreObject {
+    const o = this.objects.get(name);
+    if (!o) throw new Error(`run-pre: object ${name} was not added`);
+    return o;
+  }
+
+  private unit(obj: PreObject, name: string, kind?: "func" | "data"): Unit | undefined {
+    return obj.units.units.find((u) => u.name === name && (!kind || u.kind === kind));
+  }
+
+  /** matchFunction finds where function `name` of `object` runs, proving its code is the pre code. */
+  matchFunction(object: string, name: string): MatchedFunction {
+    const obj = this.object(object);
+    const unit = this.unit(obj, name, "func");
+    if (!unit)
+      throw new UserError(`run-pre: ${name} is not a function of the pre object ${object}`, { code: "failed_to_find" });
+    return this.matchUnit(obj, unit, true);
+  }
+
+  private baseKey(obj: PreObject, sec: ElfSection): string {
+    return `${obj.name}#${sec.index}`;
+  }
+
+  private matchUnit(obj: PreObject, unit: Unit, trySiblings: boolean): MatchedFunction {
+    const done = this.matched.get(unit);
+    if (done) return done;
+    const base = this.bases.get(this.baseKey(obj, unit.section));
+    const inKernel = this.kallsyms.named(unit.name).filter((e) => e.module === undefined && TEXT_TYPES.test(e.type));
+    const candidates = base !== undefined ? [base + BigInt(unit.start)] : inKernel.map((e) => e.addr);
+    if (candidates.length === 0)
+      throw new UserError(
+        `run-pre: ${unit.name} (${obj.name}) is not in the running kernel's /proc/kallsyms: the update was built for other code`,
+        { code: "failed_to_find" },
+      );
+    const tried = candidates.map((addr) => ({ addr, res: this.compare(obj, unit, addr) }));
+    const ok = tried.filter((t) => !("miss" in t.res));
+    if (ok.length === 1) return this.commit(obj, unit, ok[0].addr, ok[0].res as Accepted);
+    if (ok.length === 0) {
+      const best = tried.reduce((a, b) => ((b.res as { miss: Miss }).miss.at > (a.res as { miss: Miss }).miss.at ? b : a));
+      const miss = (best.res as { miss: Miss }).miss;
+      const where = tried.length > 1 ? ` (${tried.length} copies in kallsyms; the closest, at ${hex(best.addr)})` : ` at ${hex(best.addr)}`;
+      throw new UserError(
+        `run-pre: ${unit.name} (${obj.name}) does not match the running kernel${where}: at +${hex(miss.at)} ${miss.reason}. ` +
+          "The update was built from a source tree that differs from the running kernel's; rebuild it from the exact source of this kernel.",
+        { code: "no_match" },
+      );
+    }
+    // Several copies agree: a sibling with one candidate pins the section's base.
+    if (trySiblings) {
+      for (const sib of obj.units.unitsIn(unit.section)) {
+        if (sib === unit || sib.kind !== "func" || sib.size === 0) continue;
+        if (this.kallsyms.named(sib.name).filter((e) => e.module === undefined && TEXT_TYPES.test(e.type)).length !== 1) continue;
+        try {
+          this.matchUnit(obj, sib, false);
+        } catch {
+          continue;
+        }
+        return this.matchUnit(obj, unit, false);
+      }
+    }
+    throw new UserError(
+      `run-pre: ${unit.name} (${obj.name}) matches ${ok.length} places in the running kernel (${ok.map((t) => hex(t.addr)).join(", ")}) and nothing tells them apart`,
+      { code: "no_match" },
+    );
+  }
+
+  private commit(obj: PreObject, unit: Unit, addr: bigint, res: Accepted): MatchedFunction {
+    for (const f of res.facts) {
+      if (f.kind === "base") this.bases.set(this.baseKey(f.obj, f.section), f.addr);
+      else this.globals.set(f.name, f.addr);
+    }
+    const module = res.via ? this.moduleOf(res.runs) : undefined;
+    const m: MatchedFunction = {
+      object: obj.name,
+      name: unit.name,
+      addr: res.runs,
+      size: this.kallsyms.sizeOf(res.runs, module),
+      ...(res.via ? { via: { addr, module: module! } } : {}),
+    };
+    this.matched.set(unit, m);
+    return m;
+  }
+
+  private moduleOf(addr: bigint): string | undefined {
+    return this.kallsyms.at(addr).find((e) => e.module?.startsWith("ksplice_"))?.module;
+  }
+
+  /** knownBase returns the learned address of a pre object's section, if any. */
+  private knownBase(obj: PreObject, sec: ElfSection): bigint | undefined {
+    return this.bases.get(this.baseKey(obj, sec));
+  }
+
+  /**
+   * compare checks unit against the code at addr. An earlier ksplice update shows as a jump
+   * into a ksplice_ module right where the pre code has something else: that code is compared.
+   */
+  private compare(obj: PreObject, unit: Unit, addr: bigint): Accepted | { miss: Miss } {
+    const head = this.read(addr, 10);
+    if (!head) return { miss: { at: 0, reason: "cannot be read from live memory" } };
+    const sites = this.sitesIn(obj, unit);
+    const entrySite = sites.find((s) => s.offset === 0 && s.table === "__mcount_loc");
+    const at = entrySite ? 5 : 0;
+    if (head[at] === 0xe9 && unit.bytes[at] !== 0xe9) {
+      const dest = addr + BigInt(at + 5) + BigInt(Buffer.from(head).readInt32LE(at + 1));
+      if (this.moduleOf(dest)) {
+        const res = this.compareCode(obj, unit, dest, false);
+        if ("miss" in res) return { miss: { at: res.miss.at, reason: `${res.miss.reason} (in the replacement code of an earlier update, at ${hex(dest)})` } };
+        return { ...res, via: true };
+      }
+    }
+    return this.compareCode(obj, unit, addr, true);
+  }
+
+  private read(addr: bigint, length: number): Uint8Array | undefined {
+    try {
+      return this.memory.read(addr, length);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private sitesIn(obj: PreObject, unit: Unit): Site[] {
+    return (obj.sites.get(unit.section.index) ?? [])
+      .filter((s) => s.offset >= unit.start && s.offset < unit.start + unit.size)
+      .map((s) => ({ ...s, offset: s.offset - unit.start }));
+  }
+
+  private compareCode(obj: PreObject, unit: Unit, addr: bigint, ownCopy: boolean): Accepted | { miss: Miss } {
+    let liveSize: bigint;
+    try {
+      liveSize = this.kallsyms.sizeOf(addr, this.moduleOf(addr));
+    } catch {
+      liveSize = BigInt(unit.size);
+    }
+    if (liveSize > 1n << 20n) liveSize = BigInt(unit.size) + 64n;
+    const live = this.read(addr, Number(liveSize));
+    if (!live) return { miss: { at: 0, reason: `${liveSize} bytes at ${hex(addr)} cannot be read from live memory` } };
+    const facts: Fact[] = [];
+    const miss = (at: number, reason: string) => ({ miss: { at, reason } });
+    const learn = (f: Fact): string | undefined => {
+      const known = f.kind === "base" ? this.knownBase(f.obj, f.section) : this.globals.get(f.name);
+      if (known !== undefined)
+        return known === f.addr ? undefined : `${f.why}: it points to ${hex(f.addr)}, but that was found at ${hex(known)}`;
+      for (const g of facts) {
+        const same = g.kind === f.kind && (f.kind === "base" ? g.kind === "base" && g.obj === f.obj && g.section === f.section : g.kind === "global" && g.name === f.name);
+        if (same) return g.addr === f.addr ? undefined : `${f.why}: it points to ${hex(f.addr)}, but another reference points to ${hex(g.addr)}`;
+      }
+      const bad = this.checkKallsyms(f);
+      if (bad) return bad;
+      facts.push(f);
+      return undefined;
+    };
+    if (ownCopy) {
+      const bad = learn({ kind: "base", obj, section: unit.section, addr: addr - BigInt(unit.start), why: `${unit.name} itself` });
+      if (bad) return miss(0, bad);
+    }
+    const pre = decode(unit.bytes);
+    const sites = this.sitesIn(obj, unit);
+    const relocs = [...unit.relocs].sort((a, b) => a.offset - b.offset);
+    const map = new Map<number, number>();
+    const branches: Array<{ pre: number; live: number; at: number }> = [];
+    let lo = 0;
+    let si = 0;
+    let ri = 0;
+    for (let pi = 0; pi < pre.length; ) {
+      const p = pre[pi];
+      const po = p.offset;
+      map.set(po, lo);
+      while (si < sites.length && sites[si].offset < po) si++;
+      const site = sites[si]?.offset === po ? sites[si] : undefined;
+      if (site) {
+        const len = site.length ?? p.length;
+        if (lo + len > live.length) return miss(po, "the running code ends early");
+        lo += len;
+        const end = po + len;
+        while (pi < pre.length && pre[pi].offset < end) pi++;
+        if (pi < pre.length && pre[pi].offset !== end) return miss(po, `a ${site.table} site of ${len} bytes ends inside an instruction`);
+        continue;
+      }
+      while (ri < relocs.length && relocs[ri].offset < po) ri++;
+      const rs: UnitReloc[] = [];
+      for (let k = ri; k < relocs.length && relocs[k].offset < po + p.length; k++) rs.push(relocs[k]);
+      const l = decodeAt(live, lo);
+      if (!l) return miss(po, `expected ${format(unit.bytes, po)}, but the running code ends`);
+      const differs = () => `expected ${format(unit.bytes, po)}, found ${format(live, lo, addr)}`;
+      if (p.invalid) return miss(po, "the pre code does not decode");
+      if (p.branch === "jmp" || p.branch === "jcc" || p.branch === "call") {
+        if (l.branch !== p.branch || l.mnemonic !== p.mnemonic || l.cc !== p.cc) return miss(po, differs());
+        const liveTarget = addr + BigInt(lo) + (l.target! - BigInt(lo));
+        const r = rs.find((x) => relocInfo(x.type)?.pcRelative);
+        if (r) {
+          // S + A as the linker saw it: the branch target minus the field-to-end distance.
+          const sa = liveTarget - BigInt(po + p.length - r.offset);
+          const bad = this.targetFact(obj, r, sa, learn, unit.name);
+          if (bad) return miss(po, bad);
+        } else {
+          const t = Number(p.target!);
+          if (t >= 0 && t < unit.size) branches.push({ pre: t, live: Number(l.target! - 0n), at: po });
+          else {
+            const bad = learn({ kind: "base", obj, section: unit.section, addr: liveTarget - BigInt(unit.start + t), why: `the branch at ${unit.name}+${hex(po)}` });
+            if (bad) return miss(po, bad);
+          }
+        }
+      } else {
+        if (l.length !== p.length) return miss(po, differs());
+        for (let k = 0; k < p.length; k++) {
+          const inField = rs.some((r) => po + k >= r.offset && po + k < r.offset + r.size);
+          if (!inField && unit.bytes[po + k] !== live[lo + k]) return miss(po, differs());
+        }
+        for (const r of rs) {
+          if (r.type === R_X86_64.NONE || r.size === 0) continue;
+          const info = relocInfo(r.type);
+          if (!info || (r.size !== 4 && r.size !== 8)) return miss(po, `relocation type ${r.type} cannot be checked`);
+          const fo = lo + (r.offset - po);
+          const buf = Buffer.from(live.buffer, live.byteOffset, live.byteLength);
+          let v = r.size === 8 ? buf.readBigInt64LE(fo) : r.type === R_X86_64["32"] ? BigInt(buf.readUInt32LE(fo)) : BigInt(buf.readInt32LE(fo));
+          if (info.pcRelative) v += addr + BigInt(fo);
+          else if (r.size === 4 && r.type !== R_X86_64["32"]) v = BigInt.asUintN(64, v);
+          const bad = this.targetFact(obj, r, BigInt.asUintN(64, v), learn, unit.name);
+          if (bad) return miss(po, bad);
+        }
+      }
+      lo += l.length;
+      pi++;
+    }
+    map.set(unit.size, lo);
+    for (const b of branches) {
+      const want = map.get(b.pre);
+      if (want !== b.live)
+        return miss(b.at, `the branch lands at running +${hex(b.live)}, not on the instruction matching pre +${hex(b.pre)}`);
+    }
+    return { facts, runs: addr };
+  }
+
+  /** targetFact turns "this relocated field says S+A is sa" into a fact, or a reason it is wrong. */
+  private targetFact(obj: PreObject, r: UnitReloc, sa: bigint, learn: (f: Fact) => string | undefined, fn: string): string | undefined {
+    const t: Target = r.target;
+    const why = `the reference to ${describe(t)} in ${fn}+${hex(r.offset)}`;
+    switch (t.kind) {
+      case "symbol":
+        return learn({ kind: "global", name: t.name, addr: BigInt.asUintN(64, sa - t.addend), why });
+      case "unit": {
+        if ((t.unit.section.flags & BigInt(SHF.MERGE)) !== 0n) return undefined;
+        return learn({ kind: "base", obj, section: t.unit.section, addr: sa - BigInt(t.unit.start) - t.delta, why });
+      }
+      case "content": {
+        const start = sa - t.delta;
+        if (t.key.startsWith("string ")) {
+          const text = Buffer.from(JSON.parse(t.key.slice(7)) as string, "latin1");
+          const got = this.read(start, text.length + 1);
+          if (!got) return `${why}: the string at ${hex(start)} cannot be read`;
+          if (Buffer.compare(Buffer.from(got), Buffer.concat([text, Buffer.from([0])])) !== 0)
+            return `${why}: the running kernel has ${JSON.stringify(Buffer.from(got).toString("latin1"))} there`;
+          return undefined;
+        }
+        if (t.key.startsWith("constant ")) {
+          const want = Buffer.from(t.key.slice(9), "hex");
+          const got = this.read(start, want.length);
+          if (!got || Buffer.compare(Buffer.from(got), want) !== 0) return `${why}: the constant differs in the running kernel`;
+          return undefined;
+        }
+        // An anonymous section (e.g. a jump table): its place must be consistent.
+        const sec = obj.elf.sections.find((s) => t.key.startsWith(`section ${s.name} `));
+        if (!sec) return undefined;
+        return learn({ kind: "base", obj, section: sec, addr: sa - t.delta, why });
+      }
+    }
+  }
+
+  /** checkKallsyms rejects a fact that contradicts /proc/kallsyms. */
+  private checkKallsyms(f: Fact): string | undefined {
+    if (f.kind === "global") {
+      const all = this.kallsyms.named(f.name).filter((e) => e.module === undefined);
+      if (all.length && !all.some((e) => e.addr === f.addr))
+        return `${f.why}: it points to ${hex(f.addr)}, but kallsyms has ${f.name} at ${all.map((e) => hex(e.addr)).join(", ")}`;
+      return undefined;
+    }
+    // Every named symbol of the section must be where kallsyms has one of that name, if any.
+    const obj = f.obj;
+    for (const u of obj.units.unitsIn(f.section)) {
+      // A weak default's name belongs to its override; a size-less label proves nothing.
+      if (u.symbol.bind === STB.WEAK || u.size === 0) continue;
+      const all: KallsymsEntry[] = this.kallsyms.named(u.name).filter((e) => e.module === undefined);
+      if (all.length === 0) continue;
+      const want = f.addr + BigInt(u.start);
+      if (!all.some((e) => e.addr === want))
+        return `${f.why}: that puts ${u.name} at ${hex(want)}, where kallsyms has no ${u.name}`;
+    }
+    return undefined;
+  }
+
+  /**
+   * addressOf returns the running address of a symbol the new code refers to: a symbol of the
+   * pre object `object` (local: learned by matching, never guessed from a name), or a global.
+   */
+  addressOf(object: string, name: string, local: boolean): bigint {
+    const obj = this.object(object);
+    if (!local) {
+      const known = this.globals.get(name);
+      if (known !== undefined) return known;
+      const all = this.kallsyms.named(name).filter((e) => e.module === undefined);
+      const unique = [...new Set(all.map((e) => e.addr))];
+      if (unique.length === 1) return unique[0];
+      const u = this.unit(obj, name);
+      if (!u)
+        throw new UserError(`run-pre: ${name}, used by the new code, is ${unique.length ? "ambiguous" : "missing"} in /proc/kallsyms`, {
+          code: "failed_to_find",
+        });
+      return this.localAddress(obj, u);
+    }
+    const u = this.unit(obj, name);
+    if (!u) throw new UserError(`run-pre: ${name}, used by the new code, is not a symbol of the pre object ${object}`, { code: "failed_to_find" });
+    return this.localAddress(obj, u);
+  }
+
+  private localAddress(obj: PreObject, u: Unit): bigint {
+    const base = () => this.knownBase(obj, u.section);
+    if (base() === undefined && u.kind === "func") this.matchUnit(obj, u, true);
+    if (base() === undefined) {
+      // Match functions of this object that refer into u's section until its base is known.
+      const users = obj.units.units.filter(
+        (f) => f.kind === "func" && f.size > 0 && f.relocs.some((r) => r.target.kind === "unit" && r.target.unit.section === u.section),
+      );
+      const siblings = obj.units.unitsIn(u.section).filter((f) => f.kind === "func" && f.size > 0);
+      for (const f of [...siblings, ...users]) {
+        if (base() !== undefined) break;
+        try {
+          this.matchUnit(obj, f, true);
+        } catch {
+          // Another user may still tell.
+        }
+      }
+    }
+    const b = base();
+    if (b === undefined)
+      throw new UserError(
+        `run-pre: cannot locate ${u.name} (${obj.name}, section ${u.section.name}) in the running kernel: no matched code refers to it`,
+        { code: "failed_to_find" },
+      );
+    return b + BigInt(u.start);
+  }
+}
+
+interface Accepted {
+  facts: Fact[];
+  /** Address of the code that runs now. */
+  runs: bigint;
+  via?: boolean;
+}
+
+function describe(t: Target): string {
+  switch (t.kind) {
+    case "symbol":
+      return t.name;
+    case "unit":
+      return t.unit.name;
+    case "content":
+      return t.key.length > 60 ? `${t.key.slice(0, 57)}...` : t.key;
+  }
+}
+
+/** decodeAt decodes the one instruction at offset of bytes (relative branch targets from 0). */
+function decodeAt(bytes: Uint8Array, offset: number): Insn | undefined {
+  if (offset >= bytes.length) return undefined;
+  const one = decode(bytes.subarray(offset, Math.min(bytes.length, offset + 15)), BigInt(offset))[0];
+  if (!one) return undefined;
+  return { ...one, offset, target: one.target === undefined ? undefined : one.target + BigInt(offset) };
+}

@@ -1,0 +1,79 @@
+// x86-64 instruction decoding for run-pre matching, on top of iced-x86 (WebAssembly). Decodes a
+// whole function at once into plain objects (offset, length, kind, branch target), so callers
+// never hold wasm-side Instruction handles, and formats one instruction for error reports.
+import { createRequire } from "node:module";
+
+// iced-x86 is CommonJS; load it through require so its wasm initialises synchronously.
+const iced = createRequire(import.meta.url)("iced-x86") as typeof import("iced-x86");
+
+/** BranchKind tells relative branches apart; `none` is any other instruction. */
+export type BranchKind = "none" | "jmp" | "jcc" | "call" | "other";
+
+/** Insn is one decoded instruction of a function. */
+export interface Insn {
+  /** Offset from the start of the decoded bytes. */
+  offset: number;
+  length: number;
+  /** iced-x86 mnemonic number: equal for `jmp rel8` and `jmp rel32`. */
+  mnemonic: number;
+  /** Condition code of a jcc (iced-x86 ConditionCode), else 0. */
+  cc: number;
+  branch: BranchKind;
+  /** For a relative branch: its target as an offset from the start of the decoded bytes. */
+  target?: bigint;
+  invalid: boolean;
+}
+
+/** decode decodes bytes as 64-bit code starting at offset 0 (ip = base). */
+export function decode(bytes: Uint8Array, base = 0n): Insn[] {
+  const dec = new iced.Decoder(64, bytes, iced.DecoderOptions.None);
+  dec.ip = base;
+  const out: Insn[] = [];
+  const insn = new iced.Instruction();
+  try {
+    let offset = 0;
+    while (dec.canDecode) {
+      dec.decodeOut(insn);
+      const length = insn.length;
+      let branch: BranchKind = "none";
+      let target: bigint | undefined;
+      if (insn.isJmpShortOrNear) branch = "jmp";
+      else if (insn.isJccShortOrNear) branch = "jcc";
+      else if (insn.isCallNear) branch = "call";
+      else if (insn.isLoop || insn.isLoopcc || insn.isJcxShort) branch = "other";
+      if (branch !== "none") target = insn.nearBranchTarget - base;
+      out.push({
+        offset,
+        length,
+        mnemonic: insn.mnemonic,
+        cc: branch === "jcc" ? insn.conditionCode : 0,
+        branch,
+        target,
+        invalid: insn.code === iced.Code.INVALID,
+      });
+      offset += length;
+    }
+  } finally {
+    insn.free();
+    dec.free();
+  }
+  return out;
+}
+
+/** format disassembles the instruction at `offset` of bytes (AT&T syntax, as objdump prints). */
+export function format(bytes: Uint8Array, offset: number, ip = 0n): string {
+  const slice = bytes.subarray(offset, Math.min(bytes.length, offset + 15));
+  if (slice.length === 0) return "(end of code)";
+  const dec = new iced.Decoder(64, slice, iced.DecoderOptions.None);
+  dec.ip = ip + BigInt(offset);
+  const insn = dec.decode();
+  const fmt = new iced.Formatter(iced.FormatterSyntax.Gas);
+  try {
+    const hex = Buffer.from(slice.subarray(0, insn.length)).toString("hex").replace(/(..)(?!$)/g, "$1 ");
+    return `${fmt.format(insn)} (${hex})`;
+  } finally {
+    fmt.free();
+    insn.free();
+    dec.free();
+  }
+}
