@@ -400,11 +400,16 @@ static int check_function(struct ks_update *u, const char *name, unsigned long f
 	mod = strchr(plus, ' ');
 	if (mod)
 		*mod++ = '\0';
-	if (kstrtoul(plus + strlen("+0x0/0x"), 16, &size) || size != fsize)
-		return set_error("%s patch %s: size %lx differs from kallsyms %s", u->id, name, fsize, sym);
 	if (mod && !ksplice_module_of(fstart))
 		return set_error("%s patch %s: %s is in module %s, not the kernel or a ksplice_ module",
 				 u->id, name, sym, mod);
+	/*
+	 * In the kernel image the size must be kallsyms' own. A replacement in a ksplice_ module
+	 * (a stacked update) may end before its kallsyms size, which runs to the next symbol of
+	 * the module and can include padding.
+	 */
+	if (kstrtoul(plus + strlen("+0x0/0x"), 16, &size) || (mod ? fsize > size : size != fsize))
+		return set_error("%s patch %s: size %lx differs from kallsyms %s", u->id, name, fsize, sym);
 	return 0;
 }
 

@@ -36,9 +36,15 @@ export async function main(argv: string[], ctx: Context, argv0 = "ksplice"): Pro
     println(ctx.stdout, cmd.usage);
     return 0;
   }
-  const raw = rest.includes("--raw-errors");
+  // --raw-errors is understood by every command: main prints the abort code.
+  // (only before a `--`, after which arguments belong to someone else).
+  const dashdash = rest.indexOf("--") < 0 ? rest.length : rest.indexOf("--");
+  const raw = rest.slice(0, dashdash).includes("--raw-errors");
   try {
-    return await cmd.run(rest, ctx);
+    return await cmd.run(
+      rest.filter((a, i) => i >= dashdash || a !== "--raw-errors"),
+      ctx,
+    );
   } catch (err) {
     return reportError(err, ctx, raw);
   }

@@ -138,7 +138,8 @@ export function extractObject(opts: {
   const isCopyable = (sec: ElfSection) => {
     if ((sec.flags & BigInt(SHF.ALLOC)) === 0n) return false;
     if ((sec.flags & BigInt(SHF.MERGE)) !== 0n) return true;
-    if (/^\.rodata\.__func__|^__dyndbg|^\.altinstr_replacement$|^\.rodata\.cst/.test(sec.name)) return true;
+    // .altinstr_aux holds static_cpu_has() fallbacks that jump back into their function.
+    if (/^\.rodata\.__func__|^__dyndbg|^\.altinstr_replacement$|^\.altinstr_aux$|^\.rodata\.cst/.test(sec.name)) return true;
     // Anonymous read-only data (no named object in it), e.g. a switch table.
     return (sec.flags & BigInt(SHF.WRITE)) === 0n && (sec.flags & BigInt(SHF.EXECINSTR)) === 0n && post.unitsIn(sec).length === 0;
   };
@@ -238,6 +239,9 @@ export function extractObject(opts: {
     });
     if (touches.length === 0) continue;
     if (DROPPED.test(sec.name)) continue;
+    // Code and data of the kernel that refer to replaced code (callers, tables of function
+    // pointers) keep pointing at the old function, whose entry jumps to the new one.
+    if (post.unitsIn(sec).length > 0) continue;
     const spec = SPECIAL[sec.name];
     if (!spec) {
       if (sec.name === "__jump_table")

@@ -41,7 +41,8 @@ export function decode(bytes: Uint8Array, base = 0n): Insn[] {
       else if (insn.isJccShortOrNear) branch = "jcc";
       else if (insn.isCallNear) branch = "call";
       else if (insn.isLoop || insn.isLoopcc || insn.isJcxShort) branch = "other";
-      if (branch !== "none") target = insn.nearBranchTarget - base;
+      // Signed: a branch may land before the decoded bytes (a call to an earlier function).
+      if (branch !== "none") target = BigInt.asIntN(64, insn.nearBranchTarget - base);
       out.push({
         offset,
         length,
