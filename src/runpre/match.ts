@@ -159,7 +159,9 @@ export class RunPre {
       object: obj.name,
       name: unit.name,
       addr: res.runs,
-      size: this.kallsyms.sizeOf(res.runs, module),
+      // A replacement's kallsyms size may run on past its end (into the next function of the
+      // module); the matched length is exact.
+      size: res.via ? BigInt(res.length) : this.kallsyms.sizeOf(res.runs, module),
       ...(res.via ? { via: { addr, module: module! } } : {}),
     };
     this.matched.set(unit, m);
@@ -314,7 +316,7 @@ export class RunPre {
       if (want !== b.live)
         return miss(b.at, `the branch lands at running +${hex(b.live)}, not on the instruction matching pre +${hex(b.pre)}`);
     }
-    return { facts, runs: addr };
+    return { facts, runs: addr, length: lo };
   }
 
   /** targetFact turns "this relocated field says S+A is sa" into a fact, or a reason it is wrong. */
@@ -428,8 +430,9 @@ export class RunPre {
 
 interface Accepted {
   facts: Fact[];
-  /** Address of the code that runs now. */
+  /** Address of the code that runs now, and its length as matched. */
   runs: bigint;
+  length: number;
   via?: boolean;
 }
 
