@@ -5,8 +5,8 @@
 //   resolve its kernel relocations from the match → hand relocations and jumps to the core →
 //   the core applies under stop_machine.
 // Nothing here writes kernel memory: the core module does, after checking the plan again.
-import { closeSync, existsSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { UserError } from "../cli/errors.js";
 import { ElfFile } from "../elf/reader.js";
 import { RunPre, type LiveMemory, type MatchedFunction } from "../runpre/match.js";
@@ -27,17 +27,31 @@ export interface ApplyResult {
   status: UpdateStatus;
   targets: Array<{ name: string; object: string; addr: string; via?: string }>;
   loadedCore: boolean;
+  /** With --partial: targets left out because their running code differs. */
+  skipped: Array<{ name: string; object: string; reason: string }>;
 }
 
 /** toUserError turns a refusal of the core module into the user-facing error with its code. */
 export function toUserError(e: unknown): unknown {
-  if (e instanceof CoreError) return new UserError(e.message, { code: e.code === "bad_command" ? "call_failed" : e.code, cause: e });
-  return e;
+  if (!(e instanceof CoreError)) return e;
+  if (e.code === "code_busy") {
+    // The core reports "COMM PID SYMBOL+OFF/SIZE" per task found in the code being replaced.
+    const tasks = e.conflicts.map((c) => {
+      const [comm, pid, where] = c.split(" ");
+      return `${comm} (pid ${pid}) in ${where}`;
+    });
+    return new UserError(`${e.message.replace(/: code_busy.*$/s, "")}: code_busy: the code is in use by ${tasks.join("; ")}; try again when the task(s) have left it`, {
+      code: "code_busy",
+      cause: e,
+    });
+  }
+  return new UserError(e.message, { code: e.code === "bad_command" ? "call_failed" : e.code, cause: e });
 }
 
 /** withLock runs fn holding the machine-wide ksplice lock (one apply or undo at a time). */
 export async function withLock<T>(fn: () => Promise<T>, lockPath = LOCK): Promise<T> {
   let fd: number | undefined;
+  mkdirSync(dirname(lockPath), { recursive: true });
   for (let attempt = 0; fd === undefined; attempt++) {
     try {
       fd = openSync(lockPath, "wx", 0o600);
@@ -115,6 +129,8 @@ export function planPatch(m: MatchedFunction, head: Uint8Array, replacement: { a
 /** applyUpdate applies a package to the running kernel (run as root on the target). */
 export async function applyUpdate(opts: {
   path: string;
+  /** Apply what matches, leaving out functions whose running code differs. */
+  partial?: boolean;
   log: (line: string) => void;
   host?: CoreHost;
 }): Promise<ApplyResult> {
@@ -145,12 +161,26 @@ export async function applyUpdate(opts: {
       const kallsyms = Kallsyms.read();
       const mem = kcoreMemory();
       let matched: MatchedFunction[];
+      const skipped: ApplyResult["skipped"] = [];
       let symbols: bigint[];
       let heads: Uint8Array[];
       const runpre = new RunPre(kallsyms, mem);
       try {
         for (const o of m.objects) runpre.addObject(o.path, ElfFile.parse(readFileSync(join(pkg.dir, o.pre)), o.pre));
-        matched = m.targets.map((t) => runpre.matchFunction(t.object, t.name));
+        const targets: typeof m.targets = [];
+        matched = [];
+        for (const t of m.targets) {
+          try {
+            matched.push(runpre.matchFunction(t.object, t.name));
+            targets.push(t);
+          } catch (e) {
+            // --partial leaves out functions whose running code differs, if any match.
+            if (!opts.partial || !(e instanceof UserError) || !["no_match", "failed_to_find"].includes(e.code)) throw e;
+            skipped.push({ name: t.name, object: t.object, reason: e.message });
+          }
+        }
+        if (matched.length === 0) throw new UserError(`no function of update ${m.id} matches the running kernel:\n${skipped.map((x) => x.reason).join("\n")}`, { code: "no_match" });
+        m.targets = targets;
         // Resolve every kernel relocation before loading anything.
         symbols = m.relocations.map((r) => runpre.addressOf(r.object, r.preSymbol, r.local));
         heads = matched.map((f) => mem.read(f.addr, 10));
@@ -196,6 +226,7 @@ export async function applyUpdate(opts: {
           description: m.description,
           status,
           loadedCore,
+          skipped,
           targets: matched.map((f) => ({ name: f.name, object: f.object, addr: `0x${f.addr.toString(16)}`, ...(f.via ? { via: f.via.module } : {}) })),
         };
       } catch (e) {

@@ -202,7 +202,8 @@ export function buildInitrd(base: string, out: string, layer: RunLayer): void {
     w.hostFile(join(dirname(fileURLToPath(import.meta.url)), "guest", "agent.js"), GUEST_AGENT);
     const repo = repoRoot();
     for (const p of repoRuntimePaths(repo)) addWithPath(w, p);
-    w.symlink("/usr/local/bin/ksplice", join(repo, "bin", "ksplice"));
+    for (const name of ["ksplice", "ksplice-apply", "ksplice-undo", "ksplice-view"])
+      w.symlink(`/usr/local/bin/${name}`, join(repo, "bin", name));
     for (const p of layer.withPaths) addWithPath(w, p);
     w.end();
   } finally {

@@ -28,6 +28,9 @@ const NO_PATCH_SECTIONS = /^\.(noinstr|entry)\.text|^\.cpuidle\.text|^\.head\.te
 // Data that is per-call-site bookkeeping, copied with the code that uses it: a change is not refused.
 const COPIED_DATA_SECTIONS = /^__dyndbg|^\.rodata\.__func__|^__tracepoint_str/;
 
+// Sections the kernel's linker script throws away (build-time markers, e.g. .discard.addressable).
+const DISCARDED = /^\.discard/;
+
 function isWritable(u: Unit): boolean {
   return (u.section.flags & BigInt(SHF.WRITE)) !== 0n;
 }
@@ -45,7 +48,7 @@ export function classify(object: string, diff: ObjectDiff): ObjectPlan {
   }
   for (const c of diff.changedData) {
     const sec = c.post.section.name;
-    if (COPIED_DATA_SECTIONS.test(sec)) continue;
+    if (COPIED_DATA_SECTIONS.test(sec) || DISCARDED.test(sec)) continue;
     if (/^\.data\.\.ro_after_init/.test(sec)) refuse(c.post.name, `changes __ro_after_init data (${sec}), which is read-only once boot ends`);
     else if (INIT_SECTIONS.test(sec)) refuse(c.post.name, `changes __init data (${sec})`);
     else if (c.pre.size !== c.post.size) refuse(c.post.name, `changes the size of a variable (${c.pre.size} -> ${c.post.size} bytes): its layout in memory would change`);
@@ -60,7 +63,7 @@ export function classify(object: string, diff: ObjectDiff): ObjectPlan {
     diff,
     replaced,
     added: diff.added.filter((u) => !INIT_SECTIONS.test(u.section.name)),
-    addedData: diff.addedData.filter((u) => !/^__ksymtab|^__kstrtab|^__crc_/.test(u.name) && !INIT_SECTIONS.test(u.section.name)),
+    addedData: diff.addedData.filter((u) => !/^__ksymtab|^__kstrtab|^__crc_/.test(u.name) && !INIT_SECTIONS.test(u.section.name) && !DISCARDED.test(u.section.name)),
     refusals,
   };
 }

@@ -117,6 +117,7 @@ test("apply, view and undo live updates of the running Debian kernel", { timeout
         "ksplice: Update uname001 reversed successfully",
         "ksplice: Update cmdlinea applied successfully",
         "ksplice: Update cmdlineb applied successfully",
+        "ksplice: Update cmdlinea reverse aborted: module_busy",
         "ksplice: Update cmdlineb reversed successfully",
         "ksplice: Update cmdlinea reversed successfully",
       ]);

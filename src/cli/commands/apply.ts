@@ -11,6 +11,7 @@ const usage = `usage: ksplice apply UPDATE [--partial] [--raw-errors] [--json]
 Applies UPDATE (ksplice-ID.tar.gz or its unpacked directory) to the running kernel: checks it
 was made for this kernel, proves its pre code equals the running code, loads its module and
 writes the jumps under stop_machine. Nothing changes when any step fails.
+--partial applies the functions that match and leaves out those whose running code differs.
 --raw-errors puts the abort code alone on the first line of standard error.`;
 
 register({
@@ -24,13 +25,14 @@ register({
       allowPositionals: true,
     });
     if (positionals.length !== 1) throw new UsageError(`exactly one UPDATE is required\n${usage}`);
-    const res = await applyUpdate({ path: resolve(ctx.cwd, positionals[0]), log: (l) => println(ctx.stderr, `apply: ${l}`) });
+    const res = await applyUpdate({ path: resolve(ctx.cwd, positionals[0]), partial: values.partial, log: (l) => println(ctx.stderr, `apply: ${l}`) });
     const us = (res.status.pauseNs / 1000).toFixed(0);
     if (values.json) {
-      println(ctx.stdout, JSON.stringify({ id: res.id, description: res.description, stage: res.status.stage, pauseNs: res.status.pauseNs, tries: res.status.tries, targets: res.targets, loadedCore: res.loadedCore }, null, 2));
+      println(ctx.stdout, JSON.stringify({ id: res.id, description: res.description, stage: res.status.stage, pauseNs: res.status.pauseNs, tries: res.status.tries, targets: res.targets, skipped: res.skipped, loadedCore: res.loadedCore }, null, 2));
     } else {
       println(ctx.stdout, `Update ${res.id} applied: ${res.description}`);
       for (const t of res.targets) println(ctx.stdout, `  ${t.name} (${t.object}) at ${t.addr}${t.via ? `, via ${t.via}` : ""}`);
+      for (const t of res.skipped) println(ctx.stdout, `  left out ${t.name} (${t.object}): its running code differs (--partial)`);
       println(ctx.stdout, `  machine paused ${us} µs (${res.status.tries} attempt${res.status.tries === 1 ? "" : "s"})`);
     }
     return 0;

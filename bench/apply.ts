@@ -1,0 +1,173 @@
+// Measures apply and undo in one lab guest (smp 2, core loaded with bench=1):
+//  1. the machine pause of `ksplice apply` and `ksplice undo` (pause_ns, median of CYCLES each)
+//     with 1, 100 and 1,000 sleeping threads, next to the median of 200 bare stop_machine calls
+//     at the same thread count, and their ratio;
+//  2. the per-call cost of a patched function: getppid(2) ns/call before apply, after apply
+//     and after undo, the update being bench/fixtures/getppid-nop.patch (same behaviour).
+// Prints figures next to targets; asserts nothing. BENCH_CYCLES and BENCH_CALLS override counts.
+import { execFileSync } from "node:child_process";
+import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildCore, Core } from "../src/kernel/core.js";
+import { labCoreHost } from "../src/kernel/labhost.js";
+import { cacheRoot, type LabVM, prepareLab, withLab } from "../src/lab/index.js";
+import { createUpdate } from "../src/update/create.js";
+import { max, median, min, noteOtherGuests, REPO, table } from "./common.js";
+
+const THREADS = [1, 100, 1000];
+const CYCLES = Number(process.env.BENCH_CYCLES ?? 10);
+const CALLS = Number(process.env.BENCH_CALLS ?? 2_000_000);
+const CALL_REPS = 5;
+const BARE_N = 200;
+const ID = "benchppid";
+
+noteOtherGuests();
+const lab = await prepareLab();
+const work = mkdtempSync(join(tmpdir(), "ksplice-bench-apply-"));
+try {
+  // Host side: the core module, the update package, the two static test programs.
+  const cached = await buildCore(lab.headersDir, join(cacheRoot(), "modules"));
+  const coreKo = join(work, "ksplice.ko");
+  copyFileSync(cached, coreKo);
+  const pkg = (
+    await createUpdate({
+      src: lab.sourceDir,
+      patches: [join(REPO, "bench", "fixtures", "getppid-nop.patch")],
+      applied: [],
+      id: ID,
+      outputDir: work,
+      coreModule: async () => cached,
+      log: () => {},
+      signal: new AbortController().signal,
+    })
+  ).path;
+  const cc = (name: string, extra: string[]) =>
+    execFileSync("gcc-12", [
+      "-O2",
+      "-static",
+      ...extra,
+      "-o",
+      join(work, name),
+      join(REPO, "bench", "fixtures", `${name}.c`),
+    ]);
+  cc("sleepers", ["-pthread"]);
+  cc("getppid-loop", []);
+
+  await withLab(
+    async (vm) => {
+      const core = new Core({ host: labCoreHost(vm) });
+      await core.ensureLoaded(coreKo, { bench: 1 });
+
+      // --- 1. pause of apply and undo against bare stop_machine ---
+      const rows: string[][] = [];
+      let ratio1000 = 0;
+      for (const n of THREADS) {
+        const pid = await startSleepers(vm, join(work, "sleepers"), n);
+        const tasks = (await sh(vm, "ls -d /proc/[0-9]*/task/[0-9]* | wc -l")).trim();
+        const bare = await core.benchStopMachine(BARE_N);
+        const applyNs: number[] = [];
+        const undoNs: number[] = [];
+        for (let i = 0; i < CYCLES; i++) {
+          applyNs.push(JSON.parse(await sh(vm, `ksplice apply --json ${pkg}`)).pauseNs);
+          undoNs.push(JSON.parse(await sh(vm, `ksplice undo --json ${ID}`)).pauseNs);
+        }
+        await sh(vm, `kill -9 ${pid}; while [ -e /proc/${pid} ]; do sleep 0.1; done`);
+        const a = median(applyNs);
+        const u = median(undoNs);
+        if (n === 1000) ratio1000 = Math.max(a, u) / bare;
+        const range = (xs: number[]) => `${us(min(xs))}–${us(max(xs))}`;
+        rows.push([
+          String(n),
+          tasks,
+          us(bare),
+          us(a),
+          range(applyNs),
+          us(u),
+          range(undoNs),
+          `${(a / bare).toFixed(2)}x`,
+          `${(u / bare).toFixed(2)}x`,
+        ]);
+        console.log(
+          `${n} threads: apply ${applyNs.map(us).join(" ")} | undo ${undoNs.map(us).join(" ")} (µs)`,
+        );
+      }
+      console.log();
+      console.log(
+        `Machine pause (µs; medians of ${CYCLES} apply/undo cycles, bare = median of ${BARE_N} empty stop_machine calls)`,
+      );
+      table(
+        [
+          "threads",
+          "tasks in guest",
+          "bare stop_machine",
+          "apply",
+          "apply min–max",
+          "undo",
+          "undo min–max",
+          "apply/bare",
+          "undo/bare",
+        ],
+        rows,
+      );
+      console.log(
+        `target: pause with 1,000 threads within 3x bare stop_machine; worst of apply/undo: ${ratio1000.toFixed(2)}x`,
+      );
+
+      // --- 2. per-call overhead of the patched function ---
+      const loop = join(work, "getppid-loop");
+      const nsPerCall = async () => {
+        const xs: number[] = [];
+        for (let i = 0; i < CALL_REPS; i++) xs.push(Number((await sh(vm, `${loop} ${CALLS}`)).trim()));
+        return xs;
+      };
+      const before = await nsPerCall();
+      await sh(vm, `ksplice apply ${pkg}`);
+      const patched = await nsPerCall();
+      await sh(vm, `ksplice undo ${ID}`);
+      const after = await nsPerCall();
+      const unpatched = median([...before, ...after]);
+      const ns = (x: number) => x.toFixed(1);
+      console.log();
+      console.log(
+        `getppid(2) cost (ns per call; ${CALLS.toLocaleString("en-US")} calls per run, ${CALL_REPS} runs each)`,
+      );
+      table(
+        ["phase", "median", "min", "max"],
+        [
+          ["unpatched (before apply)", ns(median(before)), ns(min(before)), ns(max(before))],
+          ["patched (jump to the update)", ns(median(patched)), ns(min(patched)), ns(max(patched))],
+          ["unpatched (after undo)", ns(median(after)), ns(min(after)), ns(max(after))],
+        ],
+      );
+      console.log(
+        `patched − unpatched (median of both unpatched phases): ${ns(median(patched) - unpatched)} ns per call`,
+      );
+      console.log(
+        "target: the cost of one direct jump (a few ns on hardware). Under TCG these are emulated times, not hardware times: the difference is mostly noise.",
+      );
+    },
+    { paths: lab, withPaths: [work], smp: 2 },
+  );
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+
+function us(ns: number): string {
+  return (ns / 1000).toFixed(1);
+}
+
+/** sh runs a shell command in the guest and returns its stdout; a failure throws with its output. */
+async function sh(vm: LabVM, cmd: string): Promise<string> {
+  const r = await vm.exec(["sh", "-c", cmd], { timeoutMs: 300_000 });
+  if (r.code !== 0) throw new Error(`in the guest, '${cmd}' exited ${r.code}:\n${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+/** startSleepers starts the sleepers program with n threads in the background; returns its pid once all exist. */
+async function startSleepers(vm: LabVM, bin: string, n: number): Promise<number> {
+  const out = `/tmp/sleepers-${n}.out`;
+  const pid = Number((await sh(vm, `${bin} ${n} >${out} 2>&1 </dev/null & echo $!`)).trim());
+  await sh(vm, `for i in $(seq 600); do grep -q ready ${out} && exit 0; sleep 0.1; done; cat ${out}; exit 1`);
+  return pid;
+}

@@ -1,0 +1,321 @@
+// Safety in Debian's real kernel (QEMU): every refusal leaves the running kernel exactly as it
+// was. In one guest: a task asleep in the function being replaced (and, for undo, in the
+// replacement) makes apply/undo fail with code_busy naming it, then succeed once it has left;
+// updates for another kernel, built from other source, or damaged in any of six ways are refused
+// before anything is loaded; a module that fails to load is rolled back; 200 apply/undo cycles
+// under load on every vCPU; non-root users are refused; two applies are serialised by the lock.
+// For each refusal the bytes of the targeted functions (read through /proc/kcore) are compared
+// before and after, and no ksplice_ module may stay loaded. The table of faults is printed at
+// the end (`npm run bench:safety` runs just this file).
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { gzipSync } from "node:zlib";
+import { buildCore } from "../../src/kernel/core.js";
+import { guestKallsyms, guestKernelBytes } from "../../src/kernel/labhost.js";
+import { type LabVM, prepareLab, withLab } from "../../src/lab/index.js";
+import { createUpdate } from "../../src/update/create.js";
+import type { Manifest } from "../../src/update/manifest.js";
+import { openPackage } from "../../src/update/package.js";
+import { tempDir } from "../helpers/compile.js";
+
+const REPO = fileURLToPath(new URL("../../..", import.meta.url)).replace(/\/$/, "");
+const FIX = join(REPO, "test", "update", "fixtures");
+const TIMEOUT = 40 * 60_000;
+const TARGETS = ["version_proc_show", "pipe_read", "cmdline_proc_show"];
+
+/** tarball writes a gzipped ustar archive of (name, bytes) entries exactly as given. */
+function tarball(entries: Array<[string, Uint8Array]>): Buffer {
+  const blocks: Buffer[] = [];
+  for (const [name, data] of entries) {
+    const h = Buffer.alloc(512);
+    h.write(name, 0, 100, "utf8");
+    h.write("0000644\0", 100);
+    h.write("0000000\0", 108);
+    h.write("0000000\0", 116);
+    h.write(`${data.length.toString(8).padStart(11, "0")}\0`, 124);
+    h.write("00000000000\0", 136);
+    h.write("        ", 148);
+    h.write("0", 156);
+    h.write("ustar\u000000", 257);
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148);
+    blocks.push(h, Buffer.from(data), Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return gzipSync(Buffer.concat(blocks));
+}
+
+const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/** variant copies an unpacked package and lets `edit` change it; returns the directory. */
+function variant(src: string, name: string, edit: (dir: string, m: Manifest) => void): string {
+  const dir = join(tempDir(), name);
+  cpSync(src, dir, { recursive: true });
+  const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as Manifest;
+  edit(dir, m);
+  writeFileSync(join(dir, "manifest.json"), JSON.stringify(m, null, 2));
+  return dir;
+}
+
+interface Row {
+  fault: string;
+  tries: number;
+  outcome: string;
+  unchanged: boolean | "n/a";
+}
+
+test("refusals and faults leave the running kernel unchanged", { timeout: TIMEOUT }, async (t) => {
+  const lab = await prepareLab();
+  const out = tempDir();
+  const coreDir = join(tempDir(), "core");
+  const make = async (id: string, patch: string, applied: string[] = []) =>
+    (
+      await createUpdate({
+        src: lab.sourceDir,
+        patches: [patch],
+        applied,
+        id,
+        outputDir: out,
+        coreModule: (h) => buildCore(h, coreDir),
+        log: () => {},
+        signal: new AbortController().signal,
+      })
+    ).path;
+  const version = await make("version1", join(REPO, "examples", "proc-version-banner.patch"));
+  const pipe = await make("pipe0001", join(FIX, "pipe-read-count.patch"));
+  // Built as if cmdline-a were live: its pre code is not the running code.
+  const mismatch = await make("mism0001", join(FIX, "cmdline-b.patch"), [join(FIX, "cmdline-a.patch")]);
+
+  // Damaged packages, made from the good one.
+  const good = await openPackage(version);
+  const bad: Array<{ fault: string; path: string; code: string; re: RegExp }> = [];
+  const tgz = readFileSync(version);
+  const truncated = join(out, "truncated.tar.gz");
+  writeFileSync(truncated, tgz.subarray(0, Math.floor(tgz.length / 2)));
+  bad.push({ fault: "truncated tarball", path: truncated, code: "bad_package", re: /truncated/ });
+  const dotdot = join(out, "traversal.tar.gz");
+  writeFileSync(dotdot, tarball([["ksplice-evil/manifest.json", readFileSync(join(good.dir, "manifest.json"))], ["ksplice-evil/../../etc/evil", Buffer.from("x")]]));
+  bad.push({ fault: "path traversal entry", path: dotdot, code: "bad_package", re: /path traversal/ });
+  bad.push({
+    fault: "tampered manifest (module checksum)",
+    path: variant(good.dir, "ksplice-version1", (_d, m) => {
+      m.files[0].sha256 = "0".repeat(64);
+    }),
+    code: "bad_package",
+    re: /does not match its checksum/,
+  });
+  bad.push({
+    fault: "module does not match its checksum",
+    path: variant(good.dir, "ksplice-version1", (d) => {
+      const ko = join(d, "ksplice_version1.ko");
+      const b = readFileSync(ko);
+      b[b.length - 100] ^= 0xff;
+      writeFileSync(ko, b);
+    }),
+    code: "bad_package",
+    re: /ksplice_version1\.ko does not match its checksum/,
+  });
+  bad.push({
+    fault: "missing file",
+    path: variant(good.dir, "ksplice-version1", (d) => {
+      rmSync(join(d, "pre", "fs", "proc", "version.o"));
+    }),
+    code: "bad_package",
+    re: /pre\/fs\/proc\/version\.o is listed in the manifest but missing from the package/,
+  });
+  bad.push({
+    fault: "unknown format version",
+    path: variant(good.dir, "ksplice-version1", (_d, m) => {
+      m.formatVersion = 99;
+    }),
+    code: "bad_package",
+    re: /format version 99 is not supported/,
+  });
+  bad.push({
+    fault: "wrong kernel release",
+    path: variant(good.dir, "ksplice-version1", (_d, m) => {
+      m.kernel.release = "6.1.0-49-cloud-amd64";
+    }),
+    code: "wrong_kernel",
+    re: /is for kernel 6\.1\.0-49-cloud-amd64, but this kernel is 6\.1\.0-50-cloud-amd64/,
+  });
+  bad.push({
+    fault: "wrong kernel build",
+    path: variant(good.dir, "ksplice-version1", (_d, m) => {
+      m.kernel.buildId = "f".repeat(40);
+    }),
+    code: "wrong_kernel",
+    re: /is for build f{40}/,
+  });
+  bad.push({ fault: "pre code differs (mismatch)", path: mismatch, code: "no_match", re: /cmdline_proc_show \(fs\/proc\/cmdline\.o\) does not match the running kernel/ });
+  bad.push({
+    fault: "update module fails to load",
+    path: variant(good.dir, "ksplice-version1", (d, m) => {
+      const junk = readFileSync(join(d, "pre", "fs", "proc", "version.o")); // an ELF, not a module
+      writeFileSync(join(d, "ksplice_version1.ko"), junk);
+      m.files.find((f) => f.path === "ksplice_version1.ko")!.sha256 = sha256(junk);
+      m.files.find((f) => f.path === "ksplice_version1.ko")!.size = junk.length;
+    }),
+    code: "load_failed",
+    re: /loading the update module ksplice_version1 .* failed/,
+  });
+  good.close();
+
+  // A reader for the load test: counts /proc/version outputs that are neither old nor new.
+  writeFileSync(join(out, "reader.sh"), `#!/bin/sh
+old="$1"; new="$2"; n=0; bad=0
+while [ ! -e /tmp/stop ]; do
+  v="$(cat /proc/version)"
+  if [ "$v" != "$old" ] && [ "$v" != "$new" ]; then bad=$((bad+1)); fi
+  n=$((n+1))
+done
+echo "$n $bad" > /tmp/reader.$$
+`);
+  const rows: Row[] = [];
+  await withLab(
+    async (vm) => {
+      const sh = async (cmd: string, timeoutMs = 300_000) => {
+        const r = await vm.exec(["sh", "-c", cmd], { timeoutMs });
+        return { code: r.code, out: r.stdout, err: r.stderr };
+      };
+      const ok = async (cmd: string) => {
+        const r = await sh(cmd);
+        assert.equal(r.code, 0, `${cmd}\n${r.out}${r.err}`);
+        return r.out;
+      };
+      const ks = await guestKallsyms(vm);
+      const text = async () => {
+        const parts: string[] = [];
+        for (const name of TARGETS) {
+          const addr = ks.one(name);
+          parts.push(Buffer.from(await guestKernelBytes(vm, REPO, addr, Number(ks.sizeOf(addr)))).toString("hex"));
+        }
+        return parts.join(":");
+      };
+      const modules = async () => (await ok("cut -d' ' -f1 /proc/modules")).split("\n").filter((l) => l.startsWith("ksplice_"));
+      const pristine = await text();
+
+      // 1. Busy code: a reader asleep in pipe_read.
+      const sleeper = async () => {
+        await sh("setsid sh -c 'sleep 600 | cat' </dev/null >/dev/null 2>&1 &");
+        let pid = "";
+        for (let i = 0; i < 100 && !pid; i++) pid = (await sh("pidof cat")).out.trim();
+        for (let i = 0; i < 100 && !(await sh(`cat /proc/${pid}/stack`)).out.includes("pipe_read"); i++);
+        return pid;
+      };
+      const wake = async (pid: string) => {
+        await sh(`kill ${pid}; kill $(pidof sleep) 2>/dev/null; true`);
+        for (let i = 0; i < 100 && (await sh("pidof cat")).code === 0; i++);
+      };
+      let pid = await sleeper();
+      const busy = await sh(`ksplice apply --raw-errors ${pipe}`);
+      assert.equal(busy.code, 1, busy.out);
+      assert.equal(busy.err.split("\n")[0], "code_busy");
+      assert.match(busy.err, new RegExp(`code_busy: the code is in use by cat \\(pid ${pid}\\) in pipe_read\\+0x[0-9a-f]+/0x[0-9a-f]+`));
+      assert.equal(await text(), pristine);
+      assert.deepEqual(await modules(), []);
+      rows.push({ fault: "task asleep in the replaced function (apply)", tries: 1, outcome: "code_busy, names cat", unchanged: true });
+      await wake(pid);
+      await ok(`ksplice apply ${pipe}`);
+      assert.equal((await sh("echo hi | cat")).out, "hi\n");
+      rows.push({ fault: "same apply once the task left", tries: 1, outcome: "applied", unchanged: "n/a" });
+      pid = await sleeper();
+      const busyUndo = await sh("ksplice undo --raw-errors pipe0001");
+      assert.equal(busyUndo.err.split("\n")[0], "code_busy", busyUndo.err);
+      assert.match(busyUndo.err, new RegExp(`cat \\(pid ${pid}\\) in pipe_read\\+0x[0-9a-f]+/0x[0-9a-f]+ \\[ksplice_pipe0001\\]`));
+      assert.match(await ok("ksplice view"), /pipe0001/);
+      rows.push({ fault: "task asleep in the replacement (undo)", tries: 1, outcome: "code_busy, names cat", unchanged: true });
+      await wake(pid);
+      await ok("ksplice undo pipe0001");
+      assert.equal(await text(), pristine);
+      rows.push({ fault: "same undo once the task left", tries: 1, outcome: "reversed", unchanged: true });
+
+      // 2-5, 7. Refusals: nothing loaded, nothing written.
+      for (const b of bad) {
+        const r = await sh(`ksplice apply --raw-errors ${b.path}`);
+        assert.equal(r.code, 1, `${b.fault}: ${r.out}${r.err}`);
+        assert.equal(r.err.split("\n")[0], b.code, `${b.fault}: ${r.err}`);
+        assert.match(r.err, b.re, b.fault);
+        const same = (await text()) === pristine;
+        assert.ok(same, `${b.fault}: kernel text changed`);
+        assert.deepEqual(await modules(), [], `${b.fault}: a module stayed loaded`);
+        assert.deepEqual((await ok("ls /sys/kernel/ksplice")).split("\n").filter((l) => /^[a-z0-9]+$/.test(l) && !["control"].includes(l)), [], b.fault);
+        rows.push({ fault: b.fault, tries: 1, outcome: b.code, unchanged: same });
+      }
+
+      // 8. Permissions.
+      await ok(`chmod -R a+rX ${out} /tmp`);
+      const asNobody = (cmd: string) =>
+        sh(`node -e 'process.setgid(65534); process.setuid(65534); const r = require("child_process").spawnSync("sh", ["-c", process.argv[1]], {stdio: "inherit"}); process.exit(r.status)' '${cmd}'`);
+      const na = await asNobody(`ksplice apply --raw-errors ${version}`);
+      assert.equal(na.code, 1);
+      assert.match(na.err, /^permission_denied\nksplice: ksplice apply needs root/);
+      await ok(`ksplice apply ${version}`);
+      const nu = await asNobody("ksplice undo version1");
+      assert.match(nu.err, /ksplice undo needs root/);
+      const ns = await asNobody("echo reversed > /sys/kernel/ksplice/version1/stage");
+      assert.notEqual(ns.code, 0);
+      assert.match(ns.err, /Permission denied/);
+      assert.match(await ok("ksplice view"), /version1/);
+      rows.push({ fault: "non-root apply, undo, stage write", tries: 3, outcome: "refused", unchanged: true });
+
+      // 6. Load: readers on every vCPU while 200 apply/undo cycles run.
+      await ok("echo 10 > /sys/module/ksplice/parameters/retry_interval_ms");
+      const oldV = (await ok("ksplice undo version1 >/dev/null; cat /proc/version")).trim();
+      await ok(`ksplice apply ${version} >/dev/null`);
+      const newV = (await ok("cat /proc/version")).trim();
+      await ok(`rm -f /tmp/stop /tmp/reader.*; for i in 1 2; do sh ${out}/reader.sh '${oldV}' '${newV}' & done; true`);
+      const cycles = await ok(`ok=0; busy=0; other=0; d=/sys/kernel/ksplice/version1; for i in $(seq 1 400); do
+  if [ "$(cat $d/stage)" = applied ]; then s=reversed; else s=applied; fi
+  if echo $s > $d/stage 2>/dev/null; then ok=$((ok+1));
+  elif [ "$(cat $d/abort_cause)" = code_busy ]; then busy=$((busy+1)); else other=$((other+1)); fi
+done; echo "$ok $busy $other"`);
+      await ok("touch /tmp/stop; while [ $(ls /tmp/reader.* 2>/dev/null | wc -l) -lt 2 ]; do sleep 0.2; done");
+      const [okN, busyN, otherN] = cycles.trim().split(" ").map(Number);
+      assert.equal(otherN, 0, "every cycle either succeeds or is code_busy");
+      assert.equal(okN + busyN, 400);
+      let reads = 0;
+      for (const line of (await ok("cat /tmp/reader.*")).trim().split("\n")) {
+        const [n, badReads] = line.split(" ").map(Number);
+        assert.equal(badReads, 0, "a reader saw neither the old nor the new /proc/version");
+        reads += n;
+      }
+      assert.ok(reads > 0);
+      rows.push({ fault: `200 apply/undo cycles, 2 readers (${reads} reads)`, tries: 400, outcome: `${okN} ok, ${busyN} code_busy, 0 torn reads`, unchanged: "n/a" });
+      await ok("ksplice undo version1 >/dev/null 2>&1 || true; ksplice view --json");
+
+      // 9. Concurrency: an apply waits while another ksplice holds the lock.
+      await ok("sleep 600 >/dev/null 2>&1 & echo $! > /run/ksplice.lock");
+      await sh(`(ksplice apply ${version} > /tmp/apply.out 2>&1; echo $? > /tmp/apply.rc) >/dev/null 2>&1 &`);
+      await sh("sleep 4");
+      assert.equal((await sh("cat /tmp/apply.rc")).code, 1, "apply finished while the lock was held");
+      assert.equal(await ok("ksplice view"), "No updates applied.\n");
+      await ok("kill $(cat /run/ksplice.lock)");
+      for (let i = 0; i < 300 && (await sh("cat /tmp/apply.rc")).code !== 0; i++) await sh("sleep 0.2");
+      assert.equal((await ok("cat /tmp/apply.rc")).trim(), "0", await ok("cat /tmp/apply.out"));
+      assert.match(await ok("ksplice view"), /version1/);
+      await ok("ksplice undo version1");
+      rows.push({ fault: "apply while another ksplice holds the lock", tries: 1, outcome: "waited, then applied", unchanged: "n/a" });
+
+      assert.equal(await text(), pristine);
+      const log = await ok("dmesg");
+      assert.doesNotMatch(log, /WARNING|Oops|Call Trace|BUG:/);
+    },
+    { paths: lab, withPaths: [out], smp: 2 },
+  );
+  const table = [
+    "| fault | tries | outcome | kernel text unchanged |",
+    "|---|---|---|---|",
+    ...rows.map((r) => `| ${r.fault} | ${r.tries} | ${r.outcome} | ${r.unchanged === "n/a" ? "n/a" : r.unchanged ? "yes" : "NO"} |`),
+  ].join("\n");
+  t.diagnostic(`safety report\n${table}`);
+  if (process.env.KSPLICE_SAFETY_REPORT) {
+    mkdirSync(join(process.env.KSPLICE_SAFETY_REPORT, ".."), { recursive: true });
+    writeFileSync(process.env.KSPLICE_SAFETY_REPORT, `${table}\n`);
+  }
+});
