@@ -22,12 +22,16 @@ let files = walk(join(root, "dist", "test"), []).sort();
 if (unitOnly) files = files.filter((f) => !f.endsWith(".lab.test.js"));
 if (only.length) files = files.filter((f) => only.some((o) => f.includes(o)));
 // Unit tests first, lab tests (slow, one VM at a time) last.
-files.sort((a, b) => Number(a.endsWith(".lab.test.js")) - Number(b.endsWith(".lab.test.js")) || a.localeCompare(b));
+files.sort(
+  (a, b) => Number(a.endsWith(".lab.test.js")) - Number(b.endsWith(".lab.test.js")) || a.localeCompare(b),
+);
 if (files.length === 0) {
   console.error("run-tests: no test files found under dist/test (did the build run?)");
   process.exit(1);
 }
-console.error(`run-tests: ${files.length} test files: ${files.map((f) => relative(join(root, "dist"), f)).join(" ")}`);
+console.error(
+  `run-tests: ${files.length} test files: ${files.map((f) => relative(join(root, "dist"), f)).join(" ")}`,
+);
 const res = spawnSync(
   process.execPath,
   ["--test", "--test-concurrency=1", "--enable-source-maps", "--test-reporter=spec", ...files],

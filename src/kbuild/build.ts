@@ -46,7 +46,18 @@ export class BuildView {
     const base = mkdtempSync(join(tmpdir(), "ksplice-build-"));
     const merged = join(base, "tree");
     for (const d of ["upper", "work", "tree"]) mkdirSync(join(base, d));
-    const m = spawnSync("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${tree.dir},upperdir=${base}/upper,workdir=${base}/work`, merged], { encoding: "utf8" });
+    const m = spawnSync(
+      "mount",
+      [
+        "-t",
+        "overlay",
+        "overlay",
+        "-o",
+        `lowerdir=${tree.dir},upperdir=${base}/upper,workdir=${base}/work`,
+        merged,
+      ],
+      { encoding: "utf8" },
+    );
     if (m.status === 0) return new BuildView(tree, base, merged, true);
     log(`overlay mount failed (${(m.stderr || "").trim() || "not root?"}); copying the tree instead`);
     const cp = spawnSync("cp", ["-a", `${tree.dir}/.`, merged], { encoding: "utf8" });
@@ -59,12 +70,29 @@ export class BuildView {
 
   /** applyPatch applies a patch file with `patch -p1`, checking with --dry-run first. */
   applyPatch(file: string, name: string): void {
-    const args = ["-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-r", "-", "-d", this.dir, "-i", file];
+    const args = [
+      "-p1",
+      "--batch",
+      "--forward",
+      "--no-backup-if-mismatch",
+      "-r",
+      "-",
+      "-d",
+      this.dir,
+      "-i",
+      file,
+    ];
     const dry = spawnSync("patch", ["--dry-run", ...args], { encoding: "utf8" });
     if (dry.status !== 0)
-      throw new UserError(`patch ${name} does not apply to ${this.tree.dir}:\n${(dry.stdout + dry.stderr).trim()}`, { code: "patch_failed" });
+      throw new UserError(
+        `patch ${name} does not apply to ${this.tree.dir}:\n${(dry.stdout + dry.stderr).trim()}`,
+        { code: "patch_failed" },
+      );
     const real = spawnSync("patch", args, { encoding: "utf8" });
-    if (real.status !== 0) throw new UserError(`patch ${name} failed to apply:\n${(real.stdout + real.stderr).trim()}`, { code: "patch_failed" });
+    if (real.status !== 0)
+      throw new UserError(`patch ${name} failed to apply:\n${(real.stdout + real.stderr).trim()}`, {
+        code: "patch_failed",
+      });
   }
 
   /** overrideJumpLabels installs JUMP_LABEL_OVERRIDE in the view (for the diffed builds only). */
@@ -74,11 +102,20 @@ export class BuildView {
 
   /** make builds the given objects (relative paths) with extra KCFLAGS. */
   async make(objects: string[], kcflags: string, signal: AbortSignal, jobs = 2): Promise<void> {
-    const args = ["-C", this.dir, `-j${jobs}`, ...this.tree.makeArgs, ...(kcflags ? [`KCFLAGS=${kcflags}`] : []), ...objects];
+    const args = [
+      "-C",
+      this.dir,
+      `-j${jobs}`,
+      ...this.tree.makeArgs,
+      ...(kcflags ? [`KCFLAGS=${kcflags}`] : []),
+      ...objects,
+    ];
     const out = await run("make", args, signal);
     if (out.code !== 0) {
       const tail = out.output.split("\n").slice(-40).join("\n");
-      throw new UserError(`building ${objects.join(" ")} failed (make exit ${out.code}):\n${tail}`, { code: "build_failed" });
+      throw new UserError(`building ${objects.join(" ")} failed (make exit ${out.code}):\n${tail}`, {
+        code: "build_failed",
+      });
     }
   }
 

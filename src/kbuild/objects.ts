@@ -66,11 +66,13 @@ export class ObjectMap {
     const has = (k: string) => (pv.get(k) ?? []).includes(entry) || (pv.get(k) ?? []).includes(`${dir}/`);
     // The root Kbuild names arch/x86/ as a path, not as a child of arch/.
     const rootHas = (k: string) => (this.vars("").get(k) ?? []).includes(`${dir}/`);
-    const state: BuildState = has("obj-y") || rootHas("obj-y") || has("core-y") || has("libs-y") ? "y" : has("obj-m") ? "m" : "n";
+    const state: BuildState =
+      has("obj-y") || rootHas("obj-y") || has("core-y") || has("libs-y") ? "y" : has("obj-m") ? "m" : "n";
     if (state === "n" && parent.startsWith("arch/x86") === false && dir.startsWith("arch/x86/")) {
       // arch/x86/Makefile adds some directories through variables (core-y, libs-y).
       const arch = this.vars("arch/x86");
-      if ((arch.get("core-y") ?? []).includes(`${dir}/`) || (arch.get("libs-y") ?? []).includes(`${dir}/`)) return "y";
+      if ((arch.get("core-y") ?? []).includes(`${dir}/`) || (arch.get("libs-y") ?? []).includes(`${dir}/`))
+        return "y";
     }
     if (state === "n") return "n";
     if (rootHas("obj-y")) return "y";
@@ -129,7 +131,11 @@ export function dependentsFromCmdFiles(root: string, header: string): string[] |
       else if (name.startsWith(".") && name.endsWith(".o.cmd")) {
         sawCmd = true;
         const text = readFileSync(join(root, rel), "utf8");
-        if (text.includes(`${header} \\`) || text.includes(`$(wildcard ${header})`) || text.includes(`/${header} \\`))
+        if (
+          text.includes(`${header} \\`) ||
+          text.includes(`$(wildcard ${header})`) ||
+          text.includes(`/${header} \\`)
+        )
           out.push(`${dir ? `${dir}/` : ""}${name.slice(1, -4)}`);
       }
     }
@@ -148,14 +154,20 @@ export function sourcesIncluding(root: string, header: string): string[] {
   const archInc = /^arch\/x86\/include\/(.+)$/.exec(header);
   if (archInc) spellings.add(archInc[1]);
   const includes = (text: string, names: Set<string>) => {
-    for (const m of text.matchAll(/^\s*#\s*include\s*[<"]([^>"]+)[>"]/gm)) if (names.has(m[1]) || names.has(basename(m[1]))) return true;
+    for (const m of text.matchAll(/^\s*#\s*include\s*[<"]([^>"]+)[>"]/gm))
+      if (names.has(m[1]) || names.has(basename(m[1]))) return true;
     return false;
   };
   // Headers of the same directory that include it widen the search by one level.
   const viaLocal = new Set<string>();
   if (!header.startsWith("include/")) {
     for (const n of readdirSync(join(root, hdir))) {
-      if (n.endsWith(".h") && n !== hname && includes(readFileSync(join(root, hdir, n), "utf8"), new Set([hname]))) viaLocal.add(n);
+      if (
+        n.endsWith(".h") &&
+        n !== hname &&
+        includes(readFileSync(join(root, hdir, n), "utf8"), new Set([hname]))
+      )
+        viaLocal.add(n);
     }
   }
   const names = new Set([...spellings, ...viaLocal]);

@@ -25,11 +25,21 @@ export function parsePatch(text: string, name: string): PatchedFile[] {
     const from = strip1(lines[i].slice(4));
     const to = strip1(lines[i + 1].slice(4));
     const path = to ?? from;
-    if (!path) throw new UserError(`${name}: line ${i + 1}: a diff between /dev/null and /dev/null`, { code: "bad_patch" });
-    if (!lines[i + 2]?.startsWith("@@")) throw new UserError(`${name}: line ${i + 3}: expected a hunk header (@@) after the file names of ${path}`, { code: "bad_patch" });
+    if (!path)
+      throw new UserError(`${name}: line ${i + 1}: a diff between /dev/null and /dev/null`, {
+        code: "bad_patch",
+      });
+    if (!lines[i + 2]?.startsWith("@@"))
+      throw new UserError(
+        `${name}: line ${i + 3}: expected a hunk header (@@) after the file names of ${path}`,
+        { code: "bad_patch" },
+      );
     files.push({ path, created: from === undefined, deleted: to === undefined });
     i++;
   }
-  if (files.length === 0) throw new UserError(`${name} is not a unified diff (no '--- a/FILE' / '+++ b/FILE' lines)`, { code: "bad_patch" });
+  if (files.length === 0)
+    throw new UserError(`${name} is not a unified diff (no '--- a/FILE' / '+++ b/FILE' lines)`, {
+      code: "bad_patch",
+    });
   return files;
 }

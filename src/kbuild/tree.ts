@@ -37,7 +37,10 @@ export interface KernelTree {
 export function openTree(dir: string): KernelTree {
   const need = (rel: string, what: string) => {
     if (!existsSync(join(dir, rel)))
-      throw new UserError(`${dir} is not a prepared kernel tree: ${rel} is missing (${what}). Run 'ksplice lab prepare' or 'make olddefconfig prepare' there first.`, { code: "bad_tree" });
+      throw new UserError(
+        `${dir} is not a prepared kernel tree: ${rel} is missing (${what}). Run 'ksplice lab prepare' or 'make olddefconfig prepare' there first.`,
+        { code: "bad_tree" },
+      );
   };
   need("Makefile", "not a kernel source tree");
   need(".config", "the tree is not configured");
@@ -46,19 +49,37 @@ export function openTree(dir: string): KernelTree {
   need("scripts/basic/fixdep", "'make prepare' has not run");
   const config = parseConfig(readFileSync(join(dir, ".config"), "utf8"));
   // UTS_RELEASE is what compiled code embeds; prepare may have run with KERNELRELEASE=.
-  const uts = /#define UTS_RELEASE "([^"]+)"/.exec(readFileSync(join(dir, "include/generated/utsrelease.h"), "utf8"));
-  if (!uts) throw new UserError(`${dir}/include/generated/utsrelease.h has no UTS_RELEASE: run 'make prepare' again`, { code: "bad_tree" });
+  const uts = /#define UTS_RELEASE "([^"]+)"/.exec(
+    readFileSync(join(dir, "include/generated/utsrelease.h"), "utf8"),
+  );
+  if (!uts)
+    throw new UserError(
+      `${dir}/include/generated/utsrelease.h has no UTS_RELEASE: run 'make prepare' again`,
+      { code: "bad_tree" },
+    );
   const release = uts[1];
   const ccText = config.get("CONFIG_CC_VERSION_TEXT");
-  if (!ccText) throw new UserError(`${dir}/.config has no CONFIG_CC_VERSION_TEXT: cannot tell which compiler built this kernel`, { code: "bad_tree" });
+  if (!ccText)
+    throw new UserError(
+      `${dir}/.config has no CONFIG_CC_VERSION_TEXT: cannot tell which compiler built this kernel`,
+      { code: "bad_tree" },
+    );
   const cc = ccText.split(" ")[0];
   let actual: string;
   try {
-    actual = execFileSync(cc, ["--version"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).split("\n")[0].trim();
+    actual = execFileSync(cc, ["--version"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] })
+      .split("\n")[0]
+      .trim();
   } catch {
-    throw new UserError(`the kernel was built with '${ccText}', but '${cc}' is not installed here (apt-get install ${cc})`, { code: "wrong_compiler" });
+    throw new UserError(
+      `the kernel was built with '${ccText}', but '${cc}' is not installed here (apt-get install ${cc})`,
+      { code: "wrong_compiler" },
+    );
   }
   if (actual !== ccText)
-    throw new UserError(`compiler mismatch: the kernel was built with '${ccText}', but '${cc} --version' says '${actual}'. Code built with another compiler will not match the running kernel.`, { code: "wrong_compiler" });
+    throw new UserError(
+      `compiler mismatch: the kernel was built with '${ccText}', but '${cc} --version' says '${actual}'. Code built with another compiler will not match the running kernel.`,
+      { code: "wrong_compiler" },
+    );
   return { dir, config, release, cc, makeArgs: [`CC=${cc}`, `KERNELRELEASE=${release}`] };
 }

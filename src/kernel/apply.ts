@@ -9,11 +9,20 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { dirname, join } from "node:path";
 import { UserError } from "../cli/errors.js";
 import { ElfFile } from "../elf/reader.js";
-import { RunPre, type LiveMemory, type MatchedFunction } from "../runpre/match.js";
+import { type LiveMemory, type MatchedFunction, RunPre } from "../runpre/match.js";
+import { runningIdentity } from "../update/identity.js";
 import type { Manifest } from "../update/manifest.js";
 import { openPackage } from "../update/package.js";
-import { runningIdentity } from "../update/identity.js";
-import { Core, CoreError, type CoreHost, localHost, moduleSection, type Patch, type Reloc, type UpdateStatus } from "./core.js";
+import {
+  Core,
+  CoreError,
+  type CoreHost,
+  localHost,
+  moduleSection,
+  type Patch,
+  type Reloc,
+  type UpdateStatus,
+} from "./core.js";
 import { Kallsyms } from "./kallsyms.js";
 
 /** FTRACE_NOP is the 5-byte nop the kernel leaves at a traceable function's entry. */
@@ -40,10 +49,13 @@ export function toUserError(e: unknown): unknown {
       const [comm, pid, where] = c.split(" ");
       return `${comm} (pid ${pid}) in ${where}`;
     });
-    return new UserError(`${e.message.replace(/: code_busy.*$/s, "")}: code_busy: the code is in use by ${tasks.join("; ")}; try again when the task(s) have left it`, {
-      code: "code_busy",
-      cause: e,
-    });
+    return new UserError(
+      `${e.message.replace(/: code_busy.*$/s, "")}: code_busy: the code is in use by ${tasks.join("; ")}; try again when the task(s) have left it`,
+      {
+        code: "code_busy",
+        cause: e,
+      },
+    );
   }
   return new UserError(e.message, { code: e.code === "bad_command" ? "call_failed" : e.code, cause: e });
 }
@@ -58,14 +70,19 @@ export async function withLock<T>(fn: () => Promise<T>, lockPath = LOCK): Promis
       writeSync(fd, `${process.pid}\n`);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "EACCES" || (e as NodeJS.ErrnoException).code === "EPERM")
-        throw new UserError(`cannot take ${lockPath}: ${(e as Error).message} (run as root)`, { code: "permission_denied" });
+        throw new UserError(`cannot take ${lockPath}: ${(e as Error).message} (run as root)`, {
+          code: "permission_denied",
+        });
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       const holder = Number(readFileSync(lockPath, "utf8").trim() || "0");
       if (!holder || !existsSync(`/proc/${holder}`)) {
         rmSync(lockPath, { force: true }); // left by a process that died
         continue;
       }
-      if (attempt > 600) throw new UserError(`another ksplice (pid ${holder}) holds ${lockPath}; try again when it finishes`, { code: "locked" });
+      if (attempt > 600)
+        throw new UserError(`another ksplice (pid ${holder}) holds ${lockPath}; try again when it finishes`, {
+          code: "locked",
+        });
       await new Promise((r) => setTimeout(r, 100));
     }
   }
@@ -80,16 +97,22 @@ export async function withLock<T>(fn: () => Promise<T>, lockPath = LOCK): Promis
 /** requireRoot refuses early, with a clear message, when not run as root. */
 export function requireRoot(what: string): void {
   if (typeof process.getuid === "function" && process.getuid() !== 0)
-    throw new UserError(`${what} needs root: it loads kernel modules and writes /sys/kernel/ksplice (run it with sudo)`, {
-      code: "permission_denied",
-    });
+    throw new UserError(
+      `${what} needs root: it loads kernel modules and writes /sys/kernel/ksplice (run it with sudo)`,
+      {
+        code: "permission_denied",
+      },
+    );
 }
 
 /** checkKernel refuses an update made for another kernel, before anything is loaded. */
 export function checkKernel(m: Manifest, root = "/"): void {
   const run = runningIdentity(root);
   if (run.release !== m.kernel.release)
-    throw new UserError(`update ${m.id} is for kernel ${m.kernel.release}, but this kernel is ${run.release}`, { code: "wrong_kernel" });
+    throw new UserError(
+      `update ${m.id} is for kernel ${m.kernel.release}, but this kernel is ${run.release}`,
+      { code: "wrong_kernel" },
+    );
   if (m.kernel.buildId && run.buildId && m.kernel.buildId !== run.buildId)
     throw new UserError(
       `update ${m.id} is for build ${m.kernel.buildId} of ${m.kernel.release}, but the running kernel is build ${run.buildId}`,
@@ -105,15 +128,22 @@ export function kcoreMemory(path = "/proc/kcore"): LiveMemory & { close(): void 
 
 async function exec(host: CoreHost, argv: string[], what: string, code: string): Promise<void> {
   const r = await host.exec(argv);
-  if (r.code !== 0) throw new UserError(`${what} (${argv.join(" ")}) failed: ${(r.stderr || r.stdout).trim()}`, { code });
+  if (r.code !== 0)
+    throw new UserError(`${what} (${argv.join(" ")}) failed: ${(r.stderr || r.stdout).trim()}`, { code });
 }
 
 /** planPatch computes the jump for one matched function: after the ftrace site when there is one. */
-export function planPatch(m: MatchedFunction, head: Uint8Array, replacement: { addr: bigint; size: bigint }): Patch {
+export function planPatch(
+  m: MatchedFunction,
+  head: Uint8Array,
+  replacement: { addr: bigint; size: bigint },
+): Patch {
   const traced = Buffer.from(head.subarray(0, 5)).equals(FTRACE_NOP) || head[0] === 0xe8;
   const at = traced ? 5 : 0;
   if (m.size < BigInt(at + 5))
-    throw new UserError(`${m.name} is ${m.size} bytes long: too short for a 5-byte jump`, { code: "no_match" });
+    throw new UserError(`${m.name} is ${m.size} bytes long: too short for a 5-byte jump`, {
+      code: "no_match",
+    });
   return {
     name: m.name,
     site: m.addr + BigInt(at),
@@ -145,7 +175,10 @@ export async function applyUpdate(opts: {
       const core = new Core({ host });
       let loadedCore = false;
       if (!(await core.loaded())) {
-        if (!m.core) throw new UserError(`the ksplice core is not loaded and update ${m.id} does not carry it`, { code: "not_loaded" });
+        if (!m.core)
+          throw new UserError(`the ksplice core is not loaded and update ${m.id} does not carry it`, {
+            code: "not_loaded",
+          });
         loadedCore = await core.ensureLoaded(join(pkg.dir, m.core.file)).catch((e) => {
           throw toUserError(e);
         });
@@ -153,7 +186,8 @@ export async function applyUpdate(opts: {
       const known = await core.list();
       if (known.includes(m.id)) {
         const st = await core.status(m.id);
-        if (st.stage === "applied") throw new UserError(`update ${m.id} is already applied`, { code: "already_applied" });
+        if (st.stage === "applied")
+          throw new UserError(`update ${m.id} is already applied`, { code: "already_applied" });
         await core.remove(m.id); // a leftover of an aborted run
       }
 
@@ -166,7 +200,8 @@ export async function applyUpdate(opts: {
       let heads: Uint8Array[];
       const runpre = new RunPre(kallsyms, mem);
       try {
-        for (const o of m.objects) runpre.addObject(o.path, ElfFile.parse(readFileSync(join(pkg.dir, o.pre)), o.pre));
+        for (const o of m.objects)
+          runpre.addObject(o.path, ElfFile.parse(readFileSync(join(pkg.dir, o.pre)), o.pre));
         const targets: typeof m.targets = [];
         matched = [];
         for (const t of m.targets) {
@@ -175,11 +210,20 @@ export async function applyUpdate(opts: {
             targets.push(t);
           } catch (e) {
             // --partial leaves out functions whose running code differs, if any match.
-            if (!opts.partial || !(e instanceof UserError) || !["no_match", "failed_to_find"].includes(e.code)) throw e;
+            if (
+              !opts.partial ||
+              !(e instanceof UserError) ||
+              !["no_match", "failed_to_find"].includes(e.code)
+            )
+              throw e;
             skipped.push({ name: t.name, object: t.object, reason: e.message });
           }
         }
-        if (matched.length === 0) throw new UserError(`no function of update ${m.id} matches the running kernel:\n${skipped.map((x) => x.reason).join("\n")}`, { code: "no_match" });
+        if (matched.length === 0)
+          throw new UserError(
+            `no function of update ${m.id} matches the running kernel:\n${skipped.map((x) => x.reason).join("\n")}`,
+            { code: "no_match" },
+          );
         m.targets = targets;
         // Resolve every kernel relocation before loading anything.
         symbols = m.relocations.map((r) => runpre.addressOf(r.object, r.preSymbol, r.local));
@@ -189,8 +233,14 @@ export async function applyUpdate(opts: {
       }
 
       const modName = m.module.name;
-      if (existsSync(`/sys/module/${modName}`)) await exec(host, ["rmmod", modName], `unloading a leftover ${modName}`, "module_busy");
-      await exec(host, ["insmod", join(pkg.dir, m.module.file)], `loading the update module ${modName}`, "load_failed");
+      if (existsSync(`/sys/module/${modName}`))
+        await exec(host, ["rmmod", modName], `unloading a leftover ${modName}`, "module_busy");
+      await exec(
+        host,
+        ["insmod", join(pkg.dir, m.module.file)],
+        `loading the update module ${modName}`,
+        "load_failed",
+      );
       undo.push(() => exec(host, ["rmmod", modName], `unloading ${modName}`, "module_busy"));
       const secCache = new Map<string, bigint>();
       const sec = async (name: string) => {
@@ -203,9 +253,20 @@ export async function applyUpdate(opts: {
       };
       const relocs: Reloc[] = [];
       for (const [i, r] of m.relocations.entries()) {
-        if (!(r.type in { R_X86_64_64: 1, R_X86_64_PC32: 1, R_X86_64_PLT32: 1, R_X86_64_32: 1, R_X86_64_32S: 1 }))
-          throw new UserError(`relocation ${r.type} for ${r.symbol} is not supported by the core`, { code: "bad_package" });
-        relocs.push({ dest: (await sec(r.section)) + BigInt(r.offset), type: r.type as Reloc["type"], symbol: symbols[i], addend: BigInt(r.addend) });
+        if (
+          !(
+            r.type in { R_X86_64_64: 1, R_X86_64_PC32: 1, R_X86_64_PLT32: 1, R_X86_64_32: 1, R_X86_64_32S: 1 }
+          )
+        )
+          throw new UserError(`relocation ${r.type} for ${r.symbol} is not supported by the core`, {
+            code: "bad_package",
+          });
+        relocs.push({
+          dest: (await sec(r.section)) + BigInt(r.offset),
+          type: r.type as Reloc["type"],
+          symbol: symbols[i],
+          addend: BigInt(r.addend),
+        });
       }
       const patches: Patch[] = [];
       for (const [i, t] of m.targets.entries()) {
@@ -227,7 +288,12 @@ export async function applyUpdate(opts: {
           status,
           loadedCore,
           skipped,
-          targets: matched.map((f) => ({ name: f.name, object: f.object, addr: `0x${f.addr.toString(16)}`, ...(f.via ? { via: f.via.module } : {}) })),
+          targets: matched.map((f) => ({
+            name: f.name,
+            object: f.object,
+            addr: `0x${f.addr.toString(16)}`,
+            ...(f.via ? { via: f.via.module } : {}),
+          })),
         };
       } catch (e) {
         throw toUserError(e);
@@ -242,23 +308,35 @@ export async function applyUpdate(opts: {
 }
 
 /** undoUpdate reverses an applied update and unloads its module. */
-export async function undoUpdate(opts: { id: string; log: (line: string) => void; host?: CoreHost }): Promise<UpdateStatus> {
+export async function undoUpdate(opts: {
+  id: string;
+  log: (line: string) => void;
+  host?: CoreHost;
+}): Promise<UpdateStatus> {
   requireRoot("ksplice undo");
   const host = opts.host ?? localHost;
   return withLock(async () => {
     const core = new Core({ host });
     if (!(await core.loaded()) || !(await core.list()).includes(opts.id))
-      throw new UserError(`update ${opts.id} is not applied (ksplice view lists what is)`, { code: "not_applied" });
+      throw new UserError(`update ${opts.id} is not applied (ksplice view lists what is)`, {
+        code: "not_applied",
+      });
     const before = await core.status(opts.id);
-    if (before.stage !== "applied") throw new UserError(`update ${opts.id} is not applied (it is ${before.stage})`, { code: "not_applied" });
+    if (before.stage !== "applied")
+      throw new UserError(`update ${opts.id} is not applied (it is ${before.stage})`, {
+        code: "not_applied",
+      });
     let st: UpdateStatus;
     try {
       st = await core.reverse(opts.id);
     } catch (e) {
       if (e instanceof CoreError && e.code === "module_busy")
-        throw new UserError(`update ${opts.id} cannot be undone: update(s) ${e.conflicts.join(", ")} stack on it; undo them first`, {
-          code: "module_busy",
-        });
+        throw new UserError(
+          `update ${opts.id} cannot be undone: update(s) ${e.conflicts.join(", ")} stack on it; undo them first`,
+          {
+            code: "module_busy",
+          },
+        );
       throw toUserError(e);
     }
     await core.remove(opts.id).catch(toThrow);

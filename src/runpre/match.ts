@@ -21,10 +21,11 @@
 // code and references agree is taken; if several still do, a sibling in the same section
 // decides. A function whose entry was redirected by an earlier ksplice update is followed to
 // the replacement code that runs now.
+
+import { UserError } from "../cli/errors.js";
+import { ObjectUnits, type Target, type Unit, type UnitReloc } from "../diff/units.js";
 import { R_X86_64, relocInfo, SHF, STB } from "../elf/constants.js";
 import type { ElfFile, ElfSection } from "../elf/reader.js";
-import { ObjectUnits, type Target, type Unit, type UnitReloc } from "../diff/units.js";
-import { UserError } from "../cli/errors.js";
 import type { Kallsyms, KallsymsEntry } from "../kernel/kallsyms.js";
 import { decode, format, type Insn } from "../x86/decode.js";
 import { type Site, sitesOf } from "./sites.js";
@@ -98,7 +99,9 @@ export class RunPre {
     const obj = this.object(object);
     const unit = this.unit(obj, name, "func");
     if (!unit)
-      throw new UserError(`run-pre: ${name} is not a function of the pre object ${object}`, { code: "failed_to_find" });
+      throw new UserError(`run-pre: ${name} is not a function of the pre object ${object}`, {
+        code: "failed_to_find",
+      });
     return this.matchUnit(obj, unit, true);
   }
 
@@ -110,7 +113,9 @@ export class RunPre {
     const done = this.matched.get(unit);
     if (done) return done;
     const base = this.bases.get(this.baseKey(obj, unit.section));
-    const inKernel = this.kallsyms.named(unit.name).filter((e) => e.module === undefined && TEXT_TYPES.test(e.type));
+    const inKernel = this.kallsyms
+      .named(unit.name)
+      .filter((e) => e.module === undefined && TEXT_TYPES.test(e.type));
     const candidates = base !== undefined ? [base + BigInt(unit.start)] : inKernel.map((e) => e.addr);
     if (candidates.length === 0)
       throw new UserError(
@@ -121,9 +126,14 @@ export class RunPre {
     const ok = tried.filter((t) => !("miss" in t.res));
     if (ok.length === 1) return this.commit(obj, unit, ok[0].addr, ok[0].res as Accepted);
     if (ok.length === 0) {
-      const best = tried.reduce((a, b) => ((b.res as { miss: Miss }).miss.at > (a.res as { miss: Miss }).miss.at ? b : a));
+      const best = tried.reduce((a, b) =>
+        (b.res as { miss: Miss }).miss.at > (a.res as { miss: Miss }).miss.at ? b : a,
+      );
       const miss = (best.res as { miss: Miss }).miss;
-      const where = tried.length > 1 ? ` (${tried.length} copies in kallsyms; the closest, at ${hex(best.addr)})` : ` at ${hex(best.addr)}`;
+      const where =
+        tried.length > 1
+          ? ` (${tried.length} copies in kallsyms; the closest, at ${hex(best.addr)})`
+          : ` at ${hex(best.addr)}`;
       throw new UserError(
         `run-pre: ${unit.name} (${obj.name}) does not match the running kernel${where}: at +${hex(miss.at)} ${miss.reason}. ` +
           "The update was built from a source tree that differs from the running kernel's; rebuild it from the exact source of this kernel.",
@@ -134,7 +144,11 @@ export class RunPre {
     if (trySiblings) {
       for (const sib of obj.units.unitsIn(unit.section)) {
         if (sib === unit || sib.kind !== "func" || sib.size === 0) continue;
-        if (this.kallsyms.named(sib.name).filter((e) => e.module === undefined && TEXT_TYPES.test(e.type)).length !== 1) continue;
+        if (
+          this.kallsyms.named(sib.name).filter((e) => e.module === undefined && TEXT_TYPES.test(e.type))
+            .length !== 1
+        )
+          continue;
         try {
           this.matchUnit(obj, sib, false);
         } catch {
@@ -191,7 +205,13 @@ export class RunPre {
       const dest = addr + BigInt(at + 5) + BigInt(Buffer.from(head).readInt32LE(at + 1));
       if (this.moduleOf(dest)) {
         const res = this.compareCode(obj, unit, dest, false);
-        if ("miss" in res) return { miss: { at: res.miss.at, reason: `${res.miss.reason} (in the replacement code of an earlier update, at ${hex(dest)})` } };
+        if ("miss" in res)
+          return {
+            miss: {
+              at: res.miss.at,
+              reason: `${res.miss.reason} (in the replacement code of an earlier update, at ${hex(dest)})`,
+            },
+          };
         return { ...res, via: true };
       }
     }
@@ -221,16 +241,26 @@ export class RunPre {
     }
     if (liveSize > 1n << 20n) liveSize = BigInt(unit.size) + 64n;
     const live = this.read(addr, Number(liveSize));
-    if (!live) return { miss: { at: 0, reason: `${liveSize} bytes at ${hex(addr)} cannot be read from live memory` } };
+    if (!live)
+      return { miss: { at: 0, reason: `${liveSize} bytes at ${hex(addr)} cannot be read from live memory` } };
     const facts: Fact[] = [];
     const miss = (at: number, reason: string) => ({ miss: { at, reason } });
     const learn = (f: Fact): string | undefined => {
       const known = f.kind === "base" ? this.knownBase(f.obj, f.section) : this.globals.get(f.name);
       if (known !== undefined)
-        return known === f.addr ? undefined : `${f.why}: it points to ${hex(f.addr)}, but that was found at ${hex(known)}`;
+        return known === f.addr
+          ? undefined
+          : `${f.why}: it points to ${hex(f.addr)}, but that was found at ${hex(known)}`;
       for (const g of facts) {
-        const same = g.kind === f.kind && (f.kind === "base" ? g.kind === "base" && g.obj === f.obj && g.section === f.section : g.kind === "global" && g.name === f.name);
-        if (same) return g.addr === f.addr ? undefined : `${f.why}: it points to ${hex(f.addr)}, but another reference points to ${hex(g.addr)}`;
+        const same =
+          g.kind === f.kind &&
+          (f.kind === "base"
+            ? g.kind === "base" && g.obj === f.obj && g.section === f.section
+            : g.kind === "global" && g.name === f.name);
+        if (same)
+          return g.addr === f.addr
+            ? undefined
+            : `${f.why}: it points to ${hex(f.addr)}, but another reference points to ${hex(g.addr)}`;
       }
       const bad = this.checkKallsyms(f);
       if (bad) return bad;
@@ -238,7 +268,13 @@ export class RunPre {
       return undefined;
     };
     if (ownCopy) {
-      const bad = learn({ kind: "base", obj, section: unit.section, addr: addr - BigInt(unit.start), why: `${unit.name} itself` });
+      const bad = learn({
+        kind: "base",
+        obj,
+        section: unit.section,
+        addr: addr - BigInt(unit.start),
+        why: `${unit.name} itself`,
+      });
       if (bad) return miss(0, bad);
     }
     const pre = decode(unit.bytes);
@@ -261,7 +297,8 @@ export class RunPre {
         lo += len;
         const end = po + len;
         while (pi < pre.length && pre[pi].offset < end) pi++;
-        if (pi < pre.length && pre[pi].offset !== end) return miss(po, `a ${site.table} site of ${len} bytes ends inside an instruction`);
+        if (pi < pre.length && pre[pi].offset !== end)
+          return miss(po, `a ${site.table} site of ${len} bytes ends inside an instruction`);
         continue;
       }
       while (ri < relocs.length && relocs[ri].offset < po) ri++;
@@ -284,7 +321,13 @@ export class RunPre {
           const t = Number(p.target!);
           if (t >= 0 && t < unit.size) branches.push({ pre: t, live: Number(l.target! - 0n), at: po });
           else {
-            const bad = learn({ kind: "base", obj, section: unit.section, addr: liveTarget - BigInt(unit.start + t), why: `the branch at ${unit.name}+${hex(po)}` });
+            const bad = learn({
+              kind: "base",
+              obj,
+              section: unit.section,
+              addr: liveTarget - BigInt(unit.start + t),
+              why: `the branch at ${unit.name}+${hex(po)}`,
+            });
             if (bad) return miss(po, bad);
           }
         }
@@ -297,10 +340,16 @@ export class RunPre {
         for (const r of rs) {
           if (r.type === R_X86_64.NONE || r.size === 0) continue;
           const info = relocInfo(r.type);
-          if (!info || (r.size !== 4 && r.size !== 8)) return miss(po, `relocation type ${r.type} cannot be checked`);
+          if (!info || (r.size !== 4 && r.size !== 8))
+            return miss(po, `relocation type ${r.type} cannot be checked`);
           const fo = lo + (r.offset - po);
           const buf = Buffer.from(live.buffer, live.byteOffset, live.byteLength);
-          let v = r.size === 8 ? buf.readBigInt64LE(fo) : r.type === R_X86_64["32"] ? BigInt(buf.readUInt32LE(fo)) : BigInt(buf.readInt32LE(fo));
+          let v =
+            r.size === 8
+              ? buf.readBigInt64LE(fo)
+              : r.type === R_X86_64["32"]
+                ? BigInt(buf.readUInt32LE(fo))
+                : BigInt(buf.readInt32LE(fo));
           if (info.pcRelative) v += addr + BigInt(fo);
           else if (r.size === 4 && r.type !== R_X86_64["32"]) v = BigInt.asUintN(64, v);
           const bad = this.targetFact(obj, r, BigInt.asUintN(64, v), learn, unit.name);
@@ -314,13 +363,22 @@ export class RunPre {
     for (const b of branches) {
       const want = map.get(b.pre);
       if (want !== b.live)
-        return miss(b.at, `the branch lands at running +${hex(b.live)}, not on the instruction matching pre +${hex(b.pre)}`);
+        return miss(
+          b.at,
+          `the branch lands at running +${hex(b.live)}, not on the instruction matching pre +${hex(b.pre)}`,
+        );
     }
     return { facts, runs: addr, length: lo };
   }
 
   /** targetFact turns "this relocated field says S+A is sa" into a fact, or a reason it is wrong. */
-  private targetFact(obj: PreObject, r: UnitReloc, sa: bigint, learn: (f: Fact) => string | undefined, fn: string): string | undefined {
+  private targetFact(
+    obj: PreObject,
+    r: UnitReloc,
+    sa: bigint,
+    learn: (f: Fact) => string | undefined,
+    fn: string,
+  ): string | undefined {
     const t: Target = r.target;
     const why = `the reference to ${describe(t)} in ${fn}+${hex(r.offset)}`;
     switch (t.kind) {
@@ -328,7 +386,13 @@ export class RunPre {
         return learn({ kind: "global", name: t.name, addr: BigInt.asUintN(64, sa - t.addend), why });
       case "unit": {
         if ((t.unit.section.flags & BigInt(SHF.MERGE)) !== 0n) return undefined;
-        return learn({ kind: "base", obj, section: t.unit.section, addr: sa - BigInt(t.unit.start) - t.delta, why });
+        return learn({
+          kind: "base",
+          obj,
+          section: t.unit.section,
+          addr: sa - BigInt(t.unit.start) - t.delta,
+          why,
+        });
       }
       case "content": {
         const start = sa - t.delta;
@@ -343,7 +407,8 @@ export class RunPre {
         if (t.key.startsWith("constant ")) {
           const want = Buffer.from(t.key.slice(9), "hex");
           const got = this.read(start, want.length);
-          if (!got || Buffer.compare(Buffer.from(got), want) !== 0) return `${why}: the constant differs in the running kernel`;
+          if (!got || Buffer.compare(Buffer.from(got), want) !== 0)
+            return `${why}: the constant differs in the running kernel`;
           return undefined;
         }
         // An anonymous section (e.g. a jump table): its place must be consistent.
@@ -390,13 +455,20 @@ export class RunPre {
       if (unique.length === 1) return unique[0];
       const u = this.unit(obj, name);
       if (!u)
-        throw new UserError(`run-pre: ${name}, used by the new code, is ${unique.length ? "ambiguous" : "missing"} in /proc/kallsyms`, {
-          code: "failed_to_find",
-        });
+        throw new UserError(
+          `run-pre: ${name}, used by the new code, is ${unique.length ? "ambiguous" : "missing"} in /proc/kallsyms`,
+          {
+            code: "failed_to_find",
+          },
+        );
       return this.localAddress(obj, u);
     }
     const u = this.unit(obj, name);
-    if (!u) throw new UserError(`run-pre: ${name}, used by the new code, is not a symbol of the pre object ${object}`, { code: "failed_to_find" });
+    if (!u)
+      throw new UserError(
+        `run-pre: ${name}, used by the new code, is not a symbol of the pre object ${object}`,
+        { code: "failed_to_find" },
+      );
     return this.localAddress(obj, u);
   }
 
@@ -406,7 +478,10 @@ export class RunPre {
     if (base() === undefined) {
       // Match functions of this object that refer into u's section until its base is known.
       const users = obj.units.units.filter(
-        (f) => f.kind === "func" && f.size > 0 && f.relocs.some((r) => r.target.kind === "unit" && r.target.unit.section === u.section),
+        (f) =>
+          f.kind === "func" &&
+          f.size > 0 &&
+          f.relocs.some((r) => r.target.kind === "unit" && r.target.unit.section === u.section),
       );
       const siblings = obj.units.unitsIn(u.section).filter((f) => f.kind === "func" && f.size > 0);
       for (const f of [...siblings, ...users]) {

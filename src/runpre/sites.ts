@@ -50,7 +50,8 @@ export function sitesOf(elf: ElfFile): Map<number, Site[]> {
       if (sym.shndx <= 0 || sym.shndx >= elf.sections.length) continue;
       const at = Number(sym.value + r.addend);
       const entry = off - spec.anchor;
-      const length = spec.length ?? (spec.lengthByte !== undefined ? data[entry + spec.lengthByte] : undefined);
+      const length =
+        spec.length ?? (spec.lengthByte !== undefined ? data[entry + spec.lengthByte] : undefined);
       const list = out.get(sym.shndx) ?? [];
       list.push({ offset: at, length, table: sec.name });
       out.set(sym.shndx, list);

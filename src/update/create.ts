@@ -13,15 +13,15 @@ import { checksum } from "../diff/correlate.js";
 import { diffObjects, type Unit } from "../diff/index.js";
 import { ElfFile } from "../elf/reader.js";
 import { BuildView, SECTION_FLAGS } from "../kbuild/build.js";
-import { ObjectMap, objectFor, sourcesIncluding, dependentsFromCmdFiles } from "../kbuild/objects.js";
+import { dependentsFromCmdFiles, ObjectMap, objectFor, sourcesIncluding } from "../kbuild/objects.js";
 import { parsePatch } from "../kbuild/patch.js";
 import { openTree } from "../kbuild/tree.js";
 import { classify, type ObjectPlan, type Refusal } from "./classify.js";
 import { type Extraction, extractObject } from "./extract.js";
+import { kernelIdentity } from "./identity.js";
 import { FORMAT_VERSION, type Manifest } from "./manifest.js";
 import { buildUpdateModule, loadExports, moduleName } from "./module.js";
 import { writePackage } from "./package.js";
-import { kernelIdentity } from "./identity.js";
 
 /** CreateOptions are the inputs of one `create` run. */
 export interface CreateOptions {
@@ -61,15 +61,25 @@ const sha256 = (b: Uint8Array | string) => createHash("sha256").update(b).digest
 function findHeaders(srcDir: string, release: string, given?: string): string {
   const candidates = given
     ? [given]
-    : [join(srcDir, "..", "root/usr/src", `linux-headers-${release}`), `/usr/src/linux-headers-${release}`, `/lib/modules/${release}/build`];
+    : [
+        join(srcDir, "..", "root/usr/src", `linux-headers-${release}`),
+        `/usr/src/linux-headers-${release}`,
+        `/lib/modules/${release}/build`,
+      ];
   for (const c of candidates) {
     const uts = join(c, "include/generated/utsrelease.h");
     if (!existsSync(join(c, "Module.symvers"))) continue;
     const theirs = existsSync(uts) ? /UTS_RELEASE "([^"]+)"/.exec(readFileSync(uts, "utf8"))?.[1] : undefined;
-    if (theirs && theirs !== release) throw new UserError(`headers in ${c} are for ${theirs}, but the tree is ${release}`, { code: "wrong_kernel" });
+    if (theirs && theirs !== release)
+      throw new UserError(`headers in ${c} are for ${theirs}, but the tree is ${release}`, {
+        code: "wrong_kernel",
+      });
     return resolve(c);
   }
-  throw new UserError(`no kernel headers with Module.symvers for ${release} (looked in ${candidates.join(", ")}); pass --headers DIR`, { code: "bad_tree" });
+  throw new UserError(
+    `no kernel headers with Module.symvers for ${release} (looked in ${candidates.join(", ")}); pass --headers DIR`,
+    { code: "bad_tree" },
+  );
 }
 
 /** createUpdate runs the whole pipeline and returns the package path. */
@@ -85,25 +95,37 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     }
   };
   const id = o.id ?? newId();
-  if (!/^[a-z0-9]{1,16}$/.test(id)) throw new UserError(`update id '${id}' must be 1 to 16 characters of [a-z0-9]`, { code: "usage", exitCode: 2 });
+  if (!/^[a-z0-9]{1,16}$/.test(id))
+    throw new UserError(`update id '${id}' must be 1 to 16 characters of [a-z0-9]`, {
+      code: "usage",
+      exitCode: 2,
+    });
 
   const tree = await pass("check tree", () => openTree(resolve(o.src)));
   const headersDir = findHeaders(tree.dir, tree.release, o.headersDir);
   const identity = kernelIdentity(tree.dir, tree.release, o.vmlinux);
 
   const patches = await pass("read patches", () =>
-    [...o.applied.map((f) => ({ f, applied: true })), ...o.patches.map((f) => ({ f, applied: false }))].map(({ f, applied }) => {
-      let text: string;
-      try {
-        text = readFileSync(f, "utf8");
-      } catch (e) {
-        throw new UserError(`cannot read patch ${f}: ${(e as Error).message}`, { code: "bad_patch" });
-      }
-      return { file: resolve(f), name: basename(f), text, applied, files: parsePatch(text, f) };
-    }),
+    [...o.applied.map((f) => ({ f, applied: true })), ...o.patches.map((f) => ({ f, applied: false }))].map(
+      ({ f, applied }) => {
+        let text: string;
+        try {
+          text = readFileSync(f, "utf8");
+        } catch (e) {
+          throw new UserError(`cannot read patch ${f}: ${(e as Error).message}`, { code: "bad_patch" });
+        }
+        return { file: resolve(f), name: basename(f), text, applied, files: parsePatch(text, f) };
+      },
+    ),
   );
 
-  const objects = await pass("pick objects", () => pickObjects(tree.dir, tree.config, patches.filter((p) => !p.applied).flatMap((p) => p.files.map((x) => x.path))));
+  const objects = await pass("pick objects", () =>
+    pickObjects(
+      tree.dir,
+      tree.config,
+      patches.filter((p) => !p.applied).flatMap((p) => p.files.map((x) => x.path)),
+    ),
+  );
 
   const work = mkdtempSync(join(tmpdir(), `ksplice-create-${id}-`));
   let view: BuildView | undefined;
@@ -135,18 +157,28 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
       const path = join(work, dir, obj);
       return ElfFile.parse(readFileSync(path), `${dir}/${obj}`);
     };
-    const plans = await pass("diff", () => objects.map((obj) => classify(obj, diffObjects(load("prefs", obj), load("post", obj)))));
+    const plans = await pass("diff", () =>
+      objects.map((obj) => classify(obj, diffObjects(load("prefs", obj), load("post", obj)))),
+    );
     const refusals: Refusal[] = plans.flatMap((p) => p.refusals);
     if (refusals.length) throw refusalError(refusals);
     const useful = plans.filter((p) => p.replaced.length || p.added.length || p.addedData.length);
     if (useful.length === 0)
-      throw new UserError(`the patch changes no compiled code in ${objects.join(", ")} (only comments, whitespace, or code the configuration leaves out?): nothing to do`, { code: "no_change" });
+      throw new UserError(
+        `the patch changes no compiled code in ${objects.join(", ")} (only comments, whitespace, or code the configuration leaves out?): nothing to do`,
+        { code: "no_change" },
+      );
     if (useful.every((p) => p.replaced.length === 0))
-      throw new UserError(`the patch only adds code that nothing running calls (${useful.flatMap((p) => p.added.map((u) => u.name)).join(", ")}): nothing to replace`, { code: "no_change" });
+      throw new UserError(
+        `the patch only adds code that nothing running calls (${useful.flatMap((p) => p.added.map((u) => u.name)).join(", ")}): nothing to replace`,
+        { code: "no_change" },
+      );
 
     const exports = loadExports(join(headersDir, "Module.symvers"));
     const usedNames = new Set<string>();
-    const extracted = await pass("extract", () => useful.map((plan) => ({ plan, ext: extractPlan(plan, exports, usedNames, load("pre", plan.object)) })));
+    const extracted = await pass("extract", () =>
+      useful.map((plan) => ({ plan, ext: extractPlan(plan, exports, usedNames, load("pre", plan.object)) })),
+    );
     const extractRefusals = extracted.flatMap((e) => e.ext.extraction.refusals);
     if (extractRefusals.length) throw refusalError(extractRefusals);
 
@@ -154,17 +186,29 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     const pkgDir = join(work, `ksplice-${id}`);
     mkdirSync(pkgDir);
     const ko = await pass("build module", () =>
-      buildUpdateModule({ id, description, headersDir, makeArgs: [`CC=${tree.cc}`], dir: join(work, "module"), objects: extracted.map((e) => e.ext.extraction.bytes), signal: o.signal }),
+      buildUpdateModule({
+        id,
+        description,
+        headersDir,
+        makeArgs: [`CC=${tree.cc}`],
+        dir: join(work, "module"),
+        objects: extracted.map((e) => e.ext.extraction.bytes),
+        signal: o.signal,
+      }),
     );
-    const core = o.coreModule ? await pass("build core module", () => o.coreModule!(headersDir, join(work, "core"))) : undefined;
+    const core = o.coreModule
+      ? await pass("build core module", () => o.coreModule!(headersDir, join(work, "core")))
+      : undefined;
 
     const manifest = await pass("package", async () => {
       const files: Array<{ path: string; bytes: Uint8Array }> = [];
       const modFile = `${moduleName(id)}.ko`;
       files.push({ path: modFile, bytes: readFileSync(ko) });
       if (core) files.push({ path: "ksplice.ko", bytes: readFileSync(core) });
-      for (const e of extracted) files.push({ path: `pre/${e.plan.object}`, bytes: readFileSync(join(work, "pre", e.plan.object)) });
-      patches.forEach((p, i) => files.push({ path: `patches/${String(i).padStart(2, "0")}-${p.name}`, bytes: Buffer.from(p.text) }));
+      for (const e of extracted)
+        files.push({ path: `pre/${e.plan.object}`, bytes: readFileSync(join(work, "pre", e.plan.object)) });
+      for (const [i, p] of patches.entries())
+        files.push({ path: `patches/${String(i).padStart(2, "0")}-${p.name}`, bytes: Buffer.from(p.text) });
       const m: Manifest = {
         format: "ksplice-update",
         formatVersion: FORMAT_VERSION,
@@ -173,14 +217,22 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
         createdAt: new Date().toISOString(),
         tool: "ksplice 0.1.0",
         kernel: identity,
-        patches: patches.filter((p) => !p.applied).map((p) => ({ name: p.name, sha256: sha256(p.text), text: p.text })),
+        patches: patches
+          .filter((p) => !p.applied)
+          .map((p) => ({ name: p.name, sha256: sha256(p.text), text: p.text })),
         applied: patches.filter((p) => p.applied).map((p) => ({ name: p.name, sha256: sha256(p.text) })),
         module: { name: moduleName(id), file: modFile },
         core: core ? { file: "ksplice.ko" } : null,
         objects: extracted.map((e) => ({ path: e.plan.object, pre: `pre/${e.plan.object}` })),
         targets: extracted.flatMap((e) => e.ext.targets),
-        newFunctions: extracted.flatMap((e) => e.ext.extraction.functions.filter((f) => !f.replaces).map((f) => ({ name: f.name, object: e.plan.object, section: f.section, size: f.size }))),
-        newData: extracted.flatMap((e) => e.ext.extraction.data.map((d) => ({ ...d, object: e.plan.object }))),
+        newFunctions: extracted.flatMap((e) =>
+          e.ext.extraction.functions
+            .filter((f) => !f.replaces)
+            .map((f) => ({ name: f.name, object: e.plan.object, section: f.section, size: f.size })),
+        ),
+        newData: extracted.flatMap((e) =>
+          e.ext.extraction.data.map((d) => ({ ...d, object: e.plan.object })),
+        ),
         relocations: extracted.flatMap((e) => e.ext.extraction.relocs),
         hooks: [],
         files: files.map((f) => ({ path: f.path, sha256: sha256(f.bytes), size: f.bytes.length })),
@@ -199,7 +251,9 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
 
 function refusalError(refusals: Refusal[]): UserError {
   const lines = refusals.map((r) => `  ${r.object}: ${r.symbol}: ${r.reason}`);
-  return new UserError(`the patch makes changes that replacing code cannot apply:\n${lines.join("\n")}`, { code: "unsupported_change" });
+  return new UserError(`the patch makes changes that replacing code cannot apply:\n${lines.join("\n")}`, {
+    code: "unsupported_change",
+  });
 }
 
 function describePatches(ps: Array<{ name: string; text: string }>): string {
@@ -208,7 +262,11 @@ function describePatches(ps: Array<{ name: string; text: string }>): string {
 }
 
 /** pickObjects maps changed files to the built-in objects to compile, refusing what cannot be patched. */
-export function pickObjects(root: string, config: import("../kbuild/tree.js").KernelConfig, files: string[]): string[] {
+export function pickObjects(
+  root: string,
+  config: import("../kbuild/tree.js").KernelConfig,
+  files: string[],
+): string[] {
   const map = new ObjectMap(root, config);
   const objects = new Set<string>();
   const ignored: string[] = [];
@@ -217,24 +275,45 @@ export function pickObjects(root: string, config: import("../kbuild/tree.js").Ke
       const st = map.sourceState(f);
       if (st === "y") objects.add(objectFor(f));
       else if (st === "m")
-        throw new UserError(`${f} is built as a loadable module (=m in .config); patching modules is not supported yet`, { code: "module_patch" });
+        throw new UserError(
+          `${f} is built as a loadable module (=m in .config); patching modules is not supported yet`,
+          { code: "module_patch" },
+        );
       else ignored.push(f);
     } else if (f.endsWith(".h")) {
-      const deps = dependentsFromCmdFiles(root, f) ?? sourcesIncluding(root, f).filter((c) => map.sourceState(c) === "y").map(objectFor);
+      const deps =
+        dependentsFromCmdFiles(root, f) ??
+        sourcesIncluding(root, f)
+          .filter((c) => map.sourceState(c) === "y")
+          .map(objectFor);
       for (const d of deps) objects.add(d);
       if (deps.length === 0) ignored.push(f);
     } else if (/\.(S|s)$/.test(f)) {
       const st = map.sourceState(f.replace(/\.[Ss]$/, ".c"));
-      if (map.objectState(dirname(f) === "." ? "" : dirname(f), basename(f).replace(/\.[Ss]$/, ".o")) !== "n" || st !== "n")
-        throw new UserError(`${f} is an assembly file: changes to assembly code are not supported`, { code: "unsupported_change" });
+      if (
+        map.objectState(dirname(f) === "." ? "" : dirname(f), basename(f).replace(/\.[Ss]$/, ".o")) !== "n" ||
+        st !== "n"
+      )
+        throw new UserError(`${f} is an assembly file: changes to assembly code are not supported`, {
+          code: "unsupported_change",
+        });
       ignored.push(f);
     } else if (/(^|\/)(Makefile|Kbuild|Kconfig[^/]*)$/.test(f)) {
-      throw new UserError(`${f} changes the build configuration: not supported in a live update`, { code: "unsupported_change" });
+      throw new UserError(`${f} changes the build configuration: not supported in a live update`, {
+        code: "unsupported_change",
+      });
     } else ignored.push(f);
   }
   if (objects.size === 0)
-    throw new UserError(`the patch changes nothing that is compiled into this kernel (${ignored.join(", ")})`, { code: "not_compiled" });
-  if (objects.size > 64) throw new UserError(`the patch affects ${objects.size} objects (a widely included header?): too many for one update`, { code: "unsupported_change" });
+    throw new UserError(
+      `the patch changes nothing that is compiled into this kernel (${ignored.join(", ")})`,
+      { code: "not_compiled" },
+    );
+  if (objects.size > 64)
+    throw new UserError(
+      `the patch affects ${objects.size} objects (a widely included header?): too many for one update`,
+      { code: "unsupported_change" },
+    );
   return [...objects].sort();
 }
 
@@ -260,8 +339,13 @@ function extractPlan(plan: ObjectPlan, exports: Set<string>, usedNames: Set<stri
   const targets = plan.replaced.map((r) => {
     const plain = plainOf(r.pre);
     const f = extraction.functions.find((x) => x.name === r.post.name)!;
-    return { name: plain.name, object: plan.object, size: plain.size, preChecksum: checksum(plain), replacement: { name: f.name, section: f.section, size: f.size } };
+    return {
+      name: plain.name,
+      object: plan.object,
+      size: plain.size,
+      preChecksum: checksum(plain),
+      replacement: { name: f.name, section: f.section, size: f.size },
+    };
   });
   return { extraction, targets };
 }
-

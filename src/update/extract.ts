@@ -10,10 +10,11 @@
 // Entries of special sections (ftrace, ORC, bug and exception tables, alternatives...) are
 // kept when they describe copied code; an unknown section that refers to copied code is
 // refused rather than silently dropped.
+
+import type { ObjectUnits, Unit } from "../diff/index.js";
 import { R_X86_64, relocInfo, relocTypeName, SHF, SHN, SHT, STB, STT } from "../elf/constants.js";
 import type { ElfFile, ElfRela, ElfSection } from "../elf/reader.js";
 import { ObjectWriter, type SectionRef, type SymbolRef } from "../elf/writer.js";
-import type { ObjectUnits, Unit } from "../diff/index.js";
 import type { Refusal } from "./classify.js";
 
 /** KernelReloc is a relocation the core module applies at apply time. */
@@ -62,7 +63,8 @@ const SPECIAL: Record<string, { size: number; anchor: number }> = {
   ".call_sites": { size: 4, anchor: 0 },
 };
 // Sections whose entries for copied code are deliberately left out.
-const DROPPED = /^\.discard|^\.static_call_sites$|^\.note|^\.comment$|^__ksymtab|^___ksymtab|^__kcrctab|^\.init\.|^\.exit\.|^\.BTF|^\.debug|^\.llvm|^__patchable/;
+const DROPPED =
+  /^\.discard|^\.static_call_sites$|^\.note|^\.comment$|^__ksymtab|^___ksymtab|^__kcrctab|^\.init\.|^\.exit\.|^\.BTF|^\.debug|^\.llvm|^__patchable/;
 
 function rangeOf(u: Unit) {
   return { start: u.start, end: u.start + Math.max(u.size, 1) };
@@ -123,15 +125,32 @@ export function extractObject(opts: {
   for (const u of units) {
     const others = post.unitsIn(u.section).filter((x) => x !== u && !units.includes(x) && x.size > 0);
     if (others.length)
-      refusals.push({ object, symbol: u.name, reason: `shares section ${u.section.name} with ${others[0].name}: build with -ffunction-sections -fdata-sections` });
+      refusals.push({
+        object,
+        symbol: u.name,
+        reason: `shares section ${u.section.name} with ${others[0].name}: build with -ffunction-sections -fdata-sections`,
+      });
     include(u.section);
   }
   // Symbols for the copied units, local so that nothing clashes with kernel exports.
   for (const u of units) {
     const s = outSec.get(u.section.index)!;
-    w.addSymbol({ name: u.name, value: u.start, size: u.size, bind: STB.LOCAL, type: u.kind === "func" ? STT.FUNC : STT.OBJECT, section: s.ref });
+    w.addSymbol({
+      name: u.name,
+      value: u.start,
+      size: u.size,
+      bind: STB.LOCAL,
+      type: u.kind === "func" ? STT.FUNC : STT.OBJECT,
+      section: s.ref,
+    });
     const rep = opts.replaced.find((r) => r.post === u);
-    if (u.kind === "func") functions.push({ name: u.name, section: s.name, size: u.size, ...(rep ? { replaces: rep.preName } : {}) });
+    if (u.kind === "func")
+      functions.push({
+        name: u.name,
+        section: s.name,
+        size: u.size,
+        ...(rep ? { replaces: rep.preName } : {}),
+      });
     else data.push({ name: u.name, section: s.name, size: u.size });
   }
 
@@ -139,9 +158,16 @@ export function extractObject(opts: {
     if ((sec.flags & BigInt(SHF.ALLOC)) === 0n) return false;
     if ((sec.flags & BigInt(SHF.MERGE)) !== 0n) return true;
     // .altinstr_aux holds static_cpu_has() fallbacks that jump back into their function.
-    if (/^\.rodata\.__func__|^__dyndbg|^\.altinstr_replacement$|^\.altinstr_aux$|^\.rodata\.cst/.test(sec.name)) return true;
+    if (
+      /^\.rodata\.__func__|^__dyndbg|^\.altinstr_replacement$|^\.altinstr_aux$|^\.rodata\.cst/.test(sec.name)
+    )
+      return true;
     // Anonymous read-only data (no named object in it), e.g. a switch table.
-    return (sec.flags & BigInt(SHF.WRITE)) === 0n && (sec.flags & BigInt(SHF.EXECINSTR)) === 0n && post.unitsIn(sec).length === 0;
+    return (
+      (sec.flags & BigInt(SHF.WRITE)) === 0n &&
+      (sec.flags & BigInt(SHF.EXECINSTR)) === 0n &&
+      post.unitsIn(sec).length === 0
+    );
   };
   const undef = (name: string) => {
     let s = undefSyms.get(name);
@@ -159,7 +185,11 @@ export function extractObject(opts: {
     if (type === R_X86_64.NONE) return;
     const info = relocInfo(type);
     if (!info) {
-      refusals.push({ object, symbol: from.name, reason: `relocation type ${relocTypeName(type)} at ${from.name}+0x${r.offset.toString(16)} is not supported` });
+      refusals.push({
+        object,
+        symbol: from.name,
+        reason: `relocation type ${relocTypeName(type)} at ${from.name}+0x${r.offset.toString(16)} is not supported`,
+      });
       return;
     }
     const defined = sym.shndx !== SHN.UNDEF && sym.shndx < SHN.LORESERVE;
@@ -167,7 +197,12 @@ export function extractObject(opts: {
       // A global: our own copy if we copied it, the kernel's otherwise.
       const mine = units.find((u) => u.name === sym.name && u.global);
       if (mine) {
-        w.addRelocation(fromRef, { offset: outOffset, type, symbol: w.sectionSymbol(outSec.get(mine.section.index)!.ref), addend: r.addend + BigInt(mine.start) });
+        w.addRelocation(fromRef, {
+          offset: outOffset,
+          type,
+          symbol: w.sectionSymbol(outSec.get(mine.section.index)!.ref),
+          addend: r.addend + BigInt(mine.start),
+        });
       } else if (opts.exported(sym.name)) {
         w.addRelocation(fromRef, { offset: outOffset, type, symbol: undef(sym.name), addend: r.addend });
       } else {
@@ -179,26 +214,42 @@ export function extractObject(opts: {
     const have = outSec.get(target.index);
     if (have || isCopyable(target)) {
       const ref = have?.ref ?? include(target);
-      w.addRelocation(fromRef, { offset: outOffset, type, symbol: w.sectionSymbol(ref), addend: r.addend + sym.value });
+      w.addRelocation(fromRef, {
+        offset: outOffset,
+        type,
+        symbol: w.sectionSymbol(ref),
+        addend: r.addend + sym.value,
+      });
       return;
     }
     // A named unit of this object that stays in the kernel: find it as the diff did.
     const at = sym.value + r.addend;
     const adj = info.pcRelative ? [4n, 5n, 6n, 8n, 12n] : [0n];
     const list = post.unitsIn(target);
-    let u: Unit | undefined = sym.type === STT.FUNC || sym.type === STT.OBJECT ? list.find((x) => x.symbol.index === sym.index) : undefined;
+    let u: Unit | undefined =
+      sym.type === STT.FUNC || sym.type === STT.OBJECT
+        ? list.find((x) => x.symbol.index === sym.index)
+        : undefined;
     for (const a of adj) {
       if (u) break;
       u = list.find((x) => BigInt(rangeOf(x).start) <= at + a && at + a < BigInt(rangeOf(x).end));
     }
     if (!u && list.length === 1) u = list[0];
     if (!u) {
-      refusals.push({ object, symbol: from.name, reason: `cannot tell what ${from.name}+0x${r.offset.toString(16)} refers to in ${target.name}` });
+      refusals.push({
+        object,
+        symbol: from.name,
+        reason: `cannot tell what ${from.name}+0x${r.offset.toString(16)} refers to in ${target.name}`,
+      });
       return;
     }
     const pre = opts.preNameOf(u);
     if (pre === undefined) {
-      refusals.push({ object, symbol: u.name, reason: `is used by the new code but exists only in the patched build and is not copied` });
+      refusals.push({
+        object,
+        symbol: u.name,
+        reason: `is used by the new code but exists only in the patched build and is not copied`,
+      });
       return;
     }
     kernel(fromRef, outOffset, type, at - BigInt(u.start), u.name, !u.global, pre);
@@ -206,13 +257,39 @@ export function extractObject(opts: {
   const sectionNameOf = (ref: SectionRef) => [...outSec.values()].find((s) => s.ref === ref)!.name;
   const altKernel: KernelReloc[] = [];
   const altRanges: Array<{ start: number; len: number }> = [];
-  const kernel = (ref: SectionRef, offset: number, type: number, addend: bigint, symbol: string, local: boolean, preSymbol: string) => {
+  const kernel = (
+    ref: SectionRef,
+    offset: number,
+    type: number,
+    addend: bigint,
+    symbol: string,
+    local: boolean,
+    preSymbol: string,
+  ) => {
     // Unused alternative replacements are never copied into code: their fields can stay unset.
     if (sectionNameOf(ref).startsWith(".altinstr_replacement")) {
-      altKernel.push({ section: ".altinstr_replacement", offset, type: relocTypeName(type), addend: addend.toString(), symbol, local, object, preSymbol });
+      altKernel.push({
+        section: ".altinstr_replacement",
+        offset,
+        type: relocTypeName(type),
+        addend: addend.toString(),
+        symbol,
+        local,
+        object,
+        preSymbol,
+      });
       return;
     }
-    relocs.push({ section: sectionNameOf(ref), offset, type: relocTypeName(type), addend: addend.toString(), symbol, local, object, preSymbol });
+    relocs.push({
+      section: sectionNameOf(ref),
+      offset,
+      type: relocTypeName(type),
+      addend: addend.toString(),
+      symbol,
+      local,
+      object,
+      preSymbol,
+    });
   };
 
   // Copy relocations of every included section; routing can pull in more sections.
@@ -228,7 +305,8 @@ export function extractObject(opts: {
 
   // Special sections: keep the entries that describe copied code.
   const unitSections = new Set<number>(units.map((u) => u.section.index));
-  const copiedText = (secIndex: number) => unitSections.has(secIndex) && (elf.sections[secIndex].flags & BigInt(SHF.EXECINSTR)) !== 0n;
+  const copiedText = (secIndex: number) =>
+    unitSections.has(secIndex) && (elf.sections[secIndex].flags & BigInt(SHF.EXECINSTR)) !== 0n;
   const orcKeep: number[] = [];
   for (const sec of elf.sections) {
     if (sec.type === SHT.RELA || outSec.has(sec.index) || (sec.flags & BigInt(SHF.ALLOC)) === 0n) continue;
@@ -245,8 +323,17 @@ export function extractObject(opts: {
     const spec = SPECIAL[sec.name];
     if (!spec) {
       if (sec.name === "__jump_table")
-        refusals.push({ object, symbol: sec.name, reason: "the new code has jump labels (asm goto) that the jump-label override did not remove" });
-      else refusals.push({ object, symbol: sec.name, reason: `special section ${sec.name} refers to replaced code, and ksplice does not know its layout` });
+        refusals.push({
+          object,
+          symbol: sec.name,
+          reason: "the new code has jump labels (asm goto) that the jump-label override did not remove",
+        });
+      else
+        refusals.push({
+          object,
+          symbol: sec.name,
+          reason: `special section ${sec.name} refers to replaced code, and ksplice does not know its layout`,
+        });
       continue;
     }
     const bytes = elf.sectionData(sec);
@@ -258,8 +345,16 @@ export function extractObject(opts: {
     }
     keep.sort((a, b) => a - b);
     const out = new Uint8Array(keep.length * spec.size);
-    keep.forEach((e, k) => out.set(bytes.subarray(e * spec.size, (e + 1) * spec.size), k * spec.size));
-    const ref = w.addSection({ name: sec.name, type: sec.type, flags: sec.flags & ~BigInt(SHF.GROUP | SHF.INFO_LINK), data: out, addralign: sec.addralign || 1n, entsize: sec.entsize });
+    for (const [k, e] of keep.entries())
+      out.set(bytes.subarray(e * spec.size, (e + 1) * spec.size), k * spec.size);
+    const ref = w.addSection({
+      name: sec.name,
+      type: sec.type,
+      flags: sec.flags & ~BigInt(SHF.GROUP | SHF.INFO_LINK),
+      data: out,
+      addralign: sec.addralign || 1n,
+      entsize: sec.entsize,
+    });
     outSec.set(sec.index, { ref, name: sec.name });
     const slot = new Map(keep.map((e, k) => [e, k]));
     for (const r of rs) {
@@ -273,7 +368,11 @@ export function extractObject(opts: {
       for (const e of keep) {
         const v = new DataView(bytes.buffer, bytes.byteOffset + e * spec.size, spec.size);
         const repl = rs.find((r) => Number(r.offset) === e * spec.size + 4);
-        if (repl) altRanges.push({ start: Number(elf.symbols[repl.sym].value + repl.addend) + 4, len: v.getUint8(11) });
+        if (repl)
+          altRanges.push({
+            start: Number(elf.symbols[repl.sym].value + repl.addend) + 4,
+            len: v.getUint8(11),
+          });
       }
     }
   }
@@ -282,15 +381,26 @@ export function extractObject(opts: {
   // replacement instruction used by the new code must not need one.
   for (const r of altKernel) {
     const hit = altRanges.find((a) => r.offset >= a.start && r.offset < a.start + a.len);
-    if (hit) refusals.push({ object, symbol: r.symbol, reason: `an alternative instruction in the new code refers to ${r.symbol}, which is not exported: not supported` });
+    if (hit)
+      refusals.push({
+        object,
+        symbol: r.symbol,
+        reason: `an alternative instruction in the new code refers to ${r.symbol}, which is not exported: not supported`,
+      });
   }
   // ORC: .orc_unwind entries (6 bytes, no relocations) run parallel to .orc_unwind_ip.
   const orc = elf.sectionByName(".orc_unwind");
   if (orcKeep.length && orc) {
     const bytes = elf.sectionData(orc);
     const out = new Uint8Array(orcKeep.length * 6);
-    orcKeep.forEach((e, k) => out.set(bytes.subarray(e * 6, e * 6 + 6), k * 6));
-    w.addSection({ name: ".orc_unwind", type: orc.type, flags: orc.flags, data: out, addralign: orc.addralign || 1n });
+    for (const [k, e] of orcKeep.entries()) out.set(bytes.subarray(e * 6, e * 6 + 6), k * 6);
+    w.addSection({
+      name: ".orc_unwind",
+      type: orc.type,
+      flags: orc.flags,
+      data: out,
+      addralign: orc.addralign || 1n,
+    });
   }
   return { bytes: w.write(), functions, data, relocs, refusals };
 }

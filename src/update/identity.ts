@@ -24,7 +24,8 @@ export function parseNotes(b: Uint8Array): string | null {
     const descOff = nameOff + ((namesz + 3) & ~3);
     if (descOff + descsz > b.length) break;
     const name = Buffer.from(b.subarray(nameOff, nameOff + Math.max(namesz - 1, 0))).toString("latin1");
-    if (name === "GNU" && type === 3) return Buffer.from(b.subarray(descOff, descOff + descsz)).toString("hex");
+    if (name === "GNU" && type === 3)
+      return Buffer.from(b.subarray(descOff, descOff + descsz)).toString("hex");
     o = descOff + ((descsz + 3) & ~3);
   }
   return null;
@@ -32,14 +33,20 @@ export function parseNotes(b: Uint8Array): string | null {
 
 /** kernelIdentity reads the identity of the kernel a tree was prepared for. */
 export function kernelIdentity(treeDir: string, release: string, vmlinux?: string): KernelIdentity {
-  const path = vmlinux ?? [join(treeDir, "..", "vmlinux"), join(treeDir, "vmlinux")].find((p) => existsSync(p));
+  const path =
+    vmlinux ?? [join(treeDir, "..", "vmlinux"), join(treeDir, "vmlinux")].find((p) => existsSync(p));
   if (!path) return { release, buildId: null, banner: null };
   const bytes = readFileSync(path);
   const elf = ElfFile.parse(bytes, path);
   const notes = elf.sectionByName(".notes");
   const buildId = notes ? parseNotes(elf.sectionData(notes)) : null;
   const at = bytes.indexOf(`Linux version ${release} `);
-  const banner = at >= 0 ? bytes.subarray(at, bytes.indexOf(0x0a, at) > at ? bytes.indexOf(0x0a, at) : at + 256).toString("latin1") : null;
+  const banner =
+    at >= 0
+      ? bytes
+          .subarray(at, bytes.indexOf(0x0a, at) > at ? bytes.indexOf(0x0a, at) : at + 256)
+          .toString("latin1")
+      : null;
   return { release, buildId, banner };
 }
 

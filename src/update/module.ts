@@ -39,11 +39,17 @@ export async function buildUpdateModule(opts: {
   const name = moduleName(opts.id);
   mkdirSync(opts.dir, { recursive: true });
   const parts = opts.objects.map((_, i) => `${name}_new${i}.o`);
-  writeFileSync(join(opts.dir, "Kbuild"), `obj-m := ${name}.o\n${name}-y := ${name}_glue.o ${parts.join(" ")}\n`);
+  writeFileSync(
+    join(opts.dir, "Kbuild"),
+    `obj-m := ${name}.o\n${name}-y := ${name}_glue.o ${parts.join(" ")}\n`,
+  );
   opts.objects.forEach((bytes, i) => {
     writeFileSync(join(opts.dir, `${parts[i]}_shipped`), bytes);
     // modpost reads every object's .cmd file (for srcversion); the _shipped copy rule writes none.
-    writeFileSync(join(opts.dir, `.${parts[i]}.cmd`), `cmd_${join(opts.dir, parts[i])} := cat ${parts[i]}_shipped > ${parts[i]}\n`);
+    writeFileSync(
+      join(opts.dir, `.${parts[i]}.cmd`),
+      `cmd_${join(opts.dir, parts[i])} := cat ${parts[i]}_shipped > ${parts[i]}\n`,
+    );
   });
   writeFileSync(
     join(opts.dir, `${name}_glue.c`),
@@ -81,6 +87,9 @@ MODULE_INFO(ksplice_id, ${cString(opts.id)});
   });
   if (opts.signal.aborted) throw new UserError("interrupted", { code: "interrupted", exitCode: 130 });
   if (out.code !== 0 || /WARNING: modpost: .*undefined!/.test(out.output))
-    throw new UserError(`building the update module ${name} against ${opts.headersDir} failed:\n${out.output.split("\n").slice(-30).join("\n")}`, { code: "build_failed" });
+    throw new UserError(
+      `building the update module ${name} against ${opts.headersDir} failed:\n${out.output.split("\n").slice(-30).join("\n")}`,
+      { code: "build_failed" },
+    );
   return join(opts.dir, `${name}.ko`);
 }

@@ -3,7 +3,16 @@
 // tampered or broken package could get wrong, before anything is loaded: the archive itself,
 // path traversal, unexpected or missing files, checksums, the format version.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, normalize } from "node:path";
 import * as tar from "tar";
@@ -13,7 +22,12 @@ import { FORMAT_VERSION, type Manifest } from "./manifest.js";
 const bad = (msg: string) => new UserError(msg, { code: "bad_package" });
 
 /** writePackage writes the manifest and files as a gzipped tarball. */
-export async function writePackage(out: string, top: string, manifest: Manifest, files: Array<{ path: string; bytes: Uint8Array }>): Promise<void> {
+export async function writePackage(
+  out: string,
+  top: string,
+  manifest: Manifest,
+  files: Array<{ path: string; bytes: Uint8Array }>,
+): Promise<void> {
   const stage = mkdtempSync(join(tmpdir(), "ksplice-pkg-"));
   try {
     const root = join(stage, top);
@@ -45,22 +59,29 @@ export async function openPackage(path: string): Promise<OpenedPackage> {
   try {
     const entries: string[] = [];
     let top: string | undefined;
-    await tar.list({
-      file: path,
-      strict: true,
-      onReadEntry: (e) => {
-        entries.push(e.path);
-        const p = e.path.replace(/\/$/, "");
-        if (p.startsWith("/") || normalize(p).split("/").includes("..")) throw bad(`${path}: entry '${e.path}' points outside the package (path traversal)`);
-        if (e.type !== "File" && e.type !== "Directory") throw bad(`${path}: entry '${e.path}' is a ${e.type}, not a file or directory`);
-        const t = p.split("/")[0];
-        if (top !== undefined && t !== top) throw bad(`${path}: entries under both '${top}/' and '${t}/'; a package has one top directory`);
-        top = t;
-      },
-    }).catch((e: unknown) => {
-      if (e instanceof UserError) throw e;
-      throw bad(`${path} is not a readable update package (truncated or not a .tar.gz?): ${(e as Error).message}`);
-    });
+    await tar
+      .list({
+        file: path,
+        strict: true,
+        onReadEntry: (e) => {
+          entries.push(e.path);
+          const p = e.path.replace(/\/$/, "");
+          if (p.startsWith("/") || normalize(p).split("/").includes(".."))
+            throw bad(`${path}: entry '${e.path}' points outside the package (path traversal)`);
+          if (e.type !== "File" && e.type !== "Directory")
+            throw bad(`${path}: entry '${e.path}' is a ${e.type}, not a file or directory`);
+          const t = p.split("/")[0];
+          if (top !== undefined && t !== top)
+            throw bad(`${path}: entries under both '${top}/' and '${t}/'; a package has one top directory`);
+          top = t;
+        },
+      })
+      .catch((e: unknown) => {
+        if (e instanceof UserError) throw e;
+        throw bad(
+          `${path} is not a readable update package (truncated or not a .tar.gz?): ${(e as Error).message}`,
+        );
+      });
     if (!top || entries.length === 0) throw bad(`${path} is empty`);
     await tar.extract({ file: path, cwd: dest, strict: true, preservePaths: false }).catch((e: unknown) => {
       throw bad(`${path}: unpacking failed (truncated?): ${(e as Error).message}`);
@@ -95,8 +116,11 @@ export function verifyDir(dir: string, name: string): Manifest {
   }
   if (m?.format !== "ksplice-update") throw bad(`${name}: manifest.json is not a ksplice update manifest`);
   if (m.formatVersion !== FORMAT_VERSION)
-    throw bad(`${name}: manifest format version ${m.formatVersion} is not supported (this ksplice reads version ${FORMAT_VERSION}); use a matching ksplice`);
-  if (typeof m.id !== "string" || !/^[a-z0-9]{1,16}$/.test(m.id)) throw bad(`${name}: manifest has an invalid id ${JSON.stringify(m.id)}`);
+    throw bad(
+      `${name}: manifest format version ${m.formatVersion} is not supported (this ksplice reads version ${FORMAT_VERSION}); use a matching ksplice`,
+    );
+  if (typeof m.id !== "string" || !/^[a-z0-9]{1,16}$/.test(m.id))
+    throw bad(`${name}: manifest has an invalid id ${JSON.stringify(m.id)}`);
   for (const k of ["kernel", "module", "targets", "relocations", "files", "objects"] as const)
     if (m[k] === undefined || m[k] === null) throw bad(`${name}: manifest lacks '${k}'`);
   const listed = new Set<string>(["manifest.json"]);
@@ -104,12 +128,16 @@ export function verifyDir(dir: string, name: string): Manifest {
     if (typeof f.path !== "string" || f.path.startsWith("/") || normalize(f.path).split("/").includes(".."))
       throw bad(`${name}: manifest lists an unsafe path ${JSON.stringify(f.path)}`);
     const p = join(dir, f.path);
-    if (!existsSync(p)) throw bad(`${name}: ${f.path} is listed in the manifest but missing from the package`);
+    if (!existsSync(p))
+      throw bad(`${name}: ${f.path} is listed in the manifest but missing from the package`);
     const h = createHash("sha256").update(readFileSync(p)).digest("hex");
-    if (h !== f.sha256) throw bad(`${name}: ${f.path} does not match its checksum in the manifest (tampered or corrupt)`);
+    if (h !== f.sha256)
+      throw bad(`${name}: ${f.path} does not match its checksum in the manifest (tampered or corrupt)`);
     listed.add(f.path);
   }
-  for (const f of walkFiles(dir)) if (!listed.has(f)) throw bad(`${name}: ${f} is in the package but not in the manifest`);
-  if (!listed.has(m.module.file)) throw bad(`${name}: the update module ${m.module.file} is not among the package's files`);
+  for (const f of walkFiles(dir))
+    if (!listed.has(f)) throw bad(`${name}: ${f} is in the package but not in the manifest`);
+  if (!listed.has(m.module.file))
+    throw bad(`${name}: the update module ${m.module.file} is not among the package's files`);
   return m;
 }

@@ -70,7 +70,9 @@ export function format(bytes: Uint8Array, offset: number, ip = 0n): string {
   const insn = dec.decode();
   const fmt = new iced.Formatter(iced.FormatterSyntax.Gas);
   try {
-    const hex = Buffer.from(slice.subarray(0, insn.length)).toString("hex").replace(/(..)(?!$)/g, "$1 ");
+    const hex = Buffer.from(slice.subarray(0, insn.length))
+      .toString("hex")
+      .replace(/(..)(?!$)/g, "$1 ");
     return `${fmt.format(insn)} (${hex})`;
   } finally {
     fmt.free();

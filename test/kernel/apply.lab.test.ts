@@ -67,9 +67,15 @@ test("apply, view and undo live updates of the running Debian kernel", { timeout
       const applied = await ok(vm, `ksplice apply ${version}`);
       assert.match(applied, /^Update version1 applied: proc: say in \/proc\/version/);
       assert.match(applied, /version_proc_show \(fs\/proc\/version\.o\) at 0xffffffff[0-9a-f]+/);
-      assert.match(await ok(vm, "cat /proc/version"), /^Linux version 6\.1\.0-50-cloud-amd64 .*\nksplice: this kernel was patched live\n$/);
+      assert.match(
+        await ok(vm, "cat /proc/version"),
+        /^Linux version 6\.1\.0-50-cloud-amd64 .*\nksplice: this kernel was patched live\n$/,
+      );
       const view = JSON.parse(await ok(vm, "ksplice view --json"));
-      assert.deepEqual(view.updates.map((u: { id: string; functions: string[] }) => [u.id, u.functions]), [["version1", ["version_proc_show"]]]);
+      assert.deepEqual(
+        view.updates.map((u: { id: string; functions: string[] }) => [u.id, u.functions]),
+        [["version1", ["version_proc_show"]]],
+      );
       assert.ok(view.updates[0].pauseNs > 0);
       const again = await sh(vm, `ksplice apply --raw-errors ${version}`);
       assert.equal(again.code, 1);
@@ -82,7 +88,10 @@ test("apply, view and undo live updates of the running Debian kernel", { timeout
       await ok(vm, `ksplice-apply ${meminfo}`);
       assert.equal((await ok(vm, "uname -r")).trim(), `${release}+ks`);
       assert.match(await memTotal(), / KiB\n$/);
-      assert.match(await ok(vm, "ksplice view"), /uname001: uname: append \+ks[^\n]*\n {2}applied [^\n]*__do_sys_newuname\nmeminfo1: /);
+      assert.match(
+        await ok(vm, "ksplice view"),
+        /uname001: uname: append \+ks[^\n]*\n {2}applied [^\n]*__do_sys_newuname\nmeminfo1: /,
+      );
       await ok(vm, "ksplice undo meminfo1");
       assert.match(await memTotal(), / kB\n$/);
       assert.equal((await ok(vm, "uname -r")).trim(), `${release}+ks`);
@@ -92,7 +101,10 @@ test("apply, view and undo live updates of the running Debian kernel", { timeout
       // Two updates stacked on one function reached through a pointer (seq_file's show).
       await ok(vm, `ksplice apply ${a}`);
       assert.equal((await ok(vm, "cat /proc/cmdline")).trim(), `A ${cmdline}`);
-      assert.match(await ok(vm, `ksplice apply ${b}`), /cmdline_proc_show \(fs\/proc\/cmdline\.o\) at 0x[0-9a-f]+, via ksplice_cmdlinea/);
+      assert.match(
+        await ok(vm, `ksplice apply ${b}`),
+        /cmdline_proc_show \(fs\/proc\/cmdline\.o\) at 0x[0-9a-f]+, via ksplice_cmdlinea/,
+      );
       assert.equal((await ok(vm, "cat /proc/cmdline")).trim(), `B A ${cmdline}`);
       const wrong = await sh(vm, "ksplice undo --raw-errors cmdlinea");
       assert.equal(wrong.code, 1);
@@ -107,7 +119,10 @@ test("apply, view and undo live updates of the running Debian kernel", { timeout
       assert.equal(await ok(vm, "ksplice view"), "No updates applied.\n");
       assert.deepEqual((await ok(vm, "cut -d' ' -f1 /proc/modules")).trim().split("\n"), ["ksplice"]);
       const log = await ok(vm, "dmesg");
-      const lines = log.split("\n").filter((l) => /ksplice: Update/.test(l)).map((l) => l.replace(/^\[[^\]]*\]\s*/, ""));
+      const lines = log
+        .split("\n")
+        .filter((l) => /ksplice: Update/.test(l))
+        .map((l) => l.replace(/^\[[^\]]*\]\s*/, ""));
       assert.deepEqual(lines, [
         "ksplice: Update version1 applied successfully",
         "ksplice: Update version1 reversed successfully",

@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import { buildCore } from "../../src/kernel/core.js";
 import { guestKallsyms, guestKernelBytes } from "../../src/kernel/labhost.js";
-import { type LabVM, prepareLab, withLab } from "../../src/lab/index.js";
+import { prepareLab, withLab } from "../../src/lab/index.js";
 import { createUpdate } from "../../src/update/create.js";
 import type { Manifest } from "../../src/update/manifest.js";
 import { openPackage } from "../../src/update/package.js";
@@ -99,7 +99,13 @@ test("refusals and faults leave the running kernel unchanged", { timeout: TIMEOU
   writeFileSync(truncated, tgz.subarray(0, Math.floor(tgz.length / 2)));
   bad.push({ fault: "truncated tarball", path: truncated, code: "bad_package", re: /truncated/ });
   const dotdot = join(out, "traversal.tar.gz");
-  writeFileSync(dotdot, tarball([["ksplice-evil/manifest.json", readFileSync(join(good.dir, "manifest.json"))], ["ksplice-evil/../../etc/evil", Buffer.from("x")]]));
+  writeFileSync(
+    dotdot,
+    tarball([
+      ["ksplice-evil/manifest.json", readFileSync(join(good.dir, "manifest.json"))],
+      ["ksplice-evil/../../etc/evil", Buffer.from("x")],
+    ]),
+  );
   bad.push({ fault: "path traversal entry", path: dotdot, code: "bad_package", re: /path traversal/ });
   bad.push({
     fault: "tampered manifest (module checksum)",
@@ -152,7 +158,12 @@ test("refusals and faults leave the running kernel unchanged", { timeout: TIMEOU
     code: "wrong_kernel",
     re: /is for build f{40}/,
   });
-  bad.push({ fault: "pre code differs (mismatch)", path: mismatch, code: "no_match", re: /cmdline_proc_show \(fs\/proc\/cmdline\.o\) does not match the running kernel/ });
+  bad.push({
+    fault: "pre code differs (mismatch)",
+    path: mismatch,
+    code: "no_match",
+    re: /cmdline_proc_show \(fs\/proc\/cmdline\.o\) does not match the running kernel/,
+  });
   bad.push({
     fault: "update module fails to load",
     path: variant(good.dir, "ksplice-version1", (d, m) => {
@@ -167,7 +178,9 @@ test("refusals and faults leave the running kernel unchanged", { timeout: TIMEOU
   good.close();
 
   // A reader for the load test: counts /proc/version outputs that are neither old nor new.
-  writeFileSync(join(out, "reader.sh"), `#!/bin/sh
+  writeFileSync(
+    join(out, "reader.sh"),
+    `#!/bin/sh
 old="$1"; new="$2"; n=0; bad=0
 while [ ! -e /tmp/stop ]; do
   v="$(cat /proc/version)"
@@ -175,7 +188,8 @@ while [ ! -e /tmp/stop ]; do
   n=$((n+1))
 done
 echo "$n $bad" > /tmp/reader.$$
-`);
+`,
+  );
   const rows: Row[] = [];
   await withLab(
     async (vm) => {
@@ -193,11 +207,14 @@ echo "$n $bad" > /tmp/reader.$$
         const parts: string[] = [];
         for (const name of TARGETS) {
           const addr = ks.one(name);
-          parts.push(Buffer.from(await guestKernelBytes(vm, REPO, addr, Number(ks.sizeOf(addr)))).toString("hex"));
+          parts.push(
+            Buffer.from(await guestKernelBytes(vm, REPO, addr, Number(ks.sizeOf(addr)))).toString("hex"),
+          );
         }
         return parts.join(":");
       };
-      const modules = async () => (await ok("cut -d' ' -f1 /proc/modules")).split("\n").filter((l) => l.startsWith("ksplice_"));
+      const modules = async () =>
+        (await ok("cut -d' ' -f1 /proc/modules")).split("\n").filter((l) => l.startsWith("ksplice_"));
       const pristine = await text();
 
       // 1. Busy code: a reader asleep in pipe_read.
@@ -216,10 +233,20 @@ echo "$n $bad" > /tmp/reader.$$
       const busy = await sh(`ksplice apply --raw-errors ${pipe}`);
       assert.equal(busy.code, 1, busy.out);
       assert.equal(busy.err.split("\n")[0], "code_busy");
-      assert.match(busy.err, new RegExp(`code_busy: the code is in use by cat \\(pid ${pid}\\) in pipe_read\\+0x[0-9a-f]+/0x[0-9a-f]+`));
+      assert.match(
+        busy.err,
+        new RegExp(
+          `code_busy: the code is in use by cat \\(pid ${pid}\\) in pipe_read\\+0x[0-9a-f]+/0x[0-9a-f]+`,
+        ),
+      );
       assert.equal(await text(), pristine);
       assert.deepEqual(await modules(), []);
-      rows.push({ fault: "task asleep in the replaced function (apply)", tries: 1, outcome: "code_busy, names cat", unchanged: true });
+      rows.push({
+        fault: "task asleep in the replaced function (apply)",
+        tries: 1,
+        outcome: "code_busy, names cat",
+        unchanged: true,
+      });
       await wake(pid);
       await ok(`ksplice apply ${pipe}`);
       assert.equal((await sh("echo hi | cat")).out, "hi\n");
@@ -227,9 +254,17 @@ echo "$n $bad" > /tmp/reader.$$
       pid = await sleeper();
       const busyUndo = await sh("ksplice undo --raw-errors pipe0001");
       assert.equal(busyUndo.err.split("\n")[0], "code_busy", busyUndo.err);
-      assert.match(busyUndo.err, new RegExp(`cat \\(pid ${pid}\\) in pipe_read\\+0x[0-9a-f]+/0x[0-9a-f]+ \\[ksplice_pipe0001\\]`));
+      assert.match(
+        busyUndo.err,
+        new RegExp(`cat \\(pid ${pid}\\) in pipe_read\\+0x[0-9a-f]+/0x[0-9a-f]+ \\[ksplice_pipe0001\\]`),
+      );
       assert.match(await ok("ksplice view"), /pipe0001/);
-      rows.push({ fault: "task asleep in the replacement (undo)", tries: 1, outcome: "code_busy, names cat", unchanged: true });
+      rows.push({
+        fault: "task asleep in the replacement (undo)",
+        tries: 1,
+        outcome: "code_busy, names cat",
+        unchanged: true,
+      });
       await wake(pid);
       await ok("ksplice undo pipe0001");
       assert.equal(await text(), pristine);
@@ -244,14 +279,22 @@ echo "$n $bad" > /tmp/reader.$$
         const same = (await text()) === pristine;
         assert.ok(same, `${b.fault}: kernel text changed`);
         assert.deepEqual(await modules(), [], `${b.fault}: a module stayed loaded`);
-        assert.deepEqual((await ok("ls /sys/kernel/ksplice")).split("\n").filter((l) => /^[a-z0-9]+$/.test(l) && !["control"].includes(l)), [], b.fault);
+        assert.deepEqual(
+          (await ok("ls /sys/kernel/ksplice"))
+            .split("\n")
+            .filter((l) => /^[a-z0-9]+$/.test(l) && !["control"].includes(l)),
+          [],
+          b.fault,
+        );
         rows.push({ fault: b.fault, tries: 1, outcome: b.code, unchanged: same });
       }
 
       // 8. Permissions.
       await ok(`chmod -R a+rX ${out} /tmp`);
       const asNobody = (cmd: string) =>
-        sh(`node -e 'process.setgid(65534); process.setuid(65534); const r = require("child_process").spawnSync("sh", ["-c", process.argv[1]], {stdio: "inherit"}); process.exit(r.status)' '${cmd}'`);
+        sh(
+          `node -e 'process.setgid(65534); process.setuid(65534); const r = require("child_process").spawnSync("sh", ["-c", process.argv[1]], {stdio: "inherit"}); process.exit(r.status)' '${cmd}'`,
+        );
       const na = await asNobody(`ksplice apply --raw-errors ${version}`);
       assert.equal(na.code, 1);
       assert.match(na.err, /^permission_denied\nksplice: ksplice apply needs root/);
@@ -262,20 +305,30 @@ echo "$n $bad" > /tmp/reader.$$
       assert.notEqual(ns.code, 0);
       assert.match(ns.err, /Permission denied/);
       assert.match(await ok("ksplice view"), /version1/);
-      rows.push({ fault: "non-root apply, undo, stage write", tries: 3, outcome: "refused", unchanged: true });
+      rows.push({
+        fault: "non-root apply, undo, stage write",
+        tries: 3,
+        outcome: "refused",
+        unchanged: true,
+      });
 
       // 6. Load: readers on every vCPU while 200 apply/undo cycles run.
       await ok("echo 10 > /sys/module/ksplice/parameters/retry_interval_ms");
       const oldV = (await ok("ksplice undo version1 >/dev/null; cat /proc/version")).trim();
       await ok(`ksplice apply ${version} >/dev/null`);
       const newV = (await ok("cat /proc/version")).trim();
-      await ok(`rm -f /tmp/stop /tmp/reader.*; for i in 1 2; do sh ${out}/reader.sh '${oldV}' '${newV}' & done; true`);
-      const cycles = await ok(`ok=0; busy=0; other=0; d=/sys/kernel/ksplice/version1; for i in $(seq 1 400); do
+      await ok(
+        `rm -f /tmp/stop /tmp/reader.*; for i in 1 2; do sh ${out}/reader.sh '${oldV}' '${newV}' & done; true`,
+      );
+      const cycles =
+        await ok(`ok=0; busy=0; other=0; d=/sys/kernel/ksplice/version1; for i in $(seq 1 400); do
   if [ "$(cat $d/stage)" = applied ]; then s=reversed; else s=applied; fi
   if echo $s > $d/stage 2>/dev/null; then ok=$((ok+1));
   elif [ "$(cat $d/abort_cause)" = code_busy ]; then busy=$((busy+1)); else other=$((other+1)); fi
 done; echo "$ok $busy $other"`);
-      await ok("touch /tmp/stop; while [ $(ls /tmp/reader.* 2>/dev/null | wc -l) -lt 2 ]; do sleep 0.2; done");
+      await ok(
+        "touch /tmp/stop; while [ $(ls /tmp/reader.* 2>/dev/null | wc -l) -lt 2 ]; do sleep 0.2; done",
+      );
       const [okN, busyN, otherN] = cycles.trim().split(" ").map(Number);
       assert.equal(otherN, 0, "every cycle either succeeds or is code_busy");
       assert.equal(okN + busyN, 400);
@@ -286,7 +339,12 @@ done; echo "$ok $busy $other"`);
         reads += n;
       }
       assert.ok(reads > 0);
-      rows.push({ fault: `200 apply/undo cycles, 2 readers (${reads} reads)`, tries: 400, outcome: `${okN} ok, ${busyN} code_busy, 0 torn reads`, unchanged: "n/a" });
+      rows.push({
+        fault: `200 apply/undo cycles, 2 readers (${reads} reads)`,
+        tries: 400,
+        outcome: `${okN} ok, ${busyN} code_busy, 0 torn reads`,
+        unchanged: "n/a",
+      });
       await ok("ksplice undo version1 >/dev/null 2>&1 || true; ksplice view --json");
 
       // 9. Concurrency: an apply waits while another ksplice holds the lock.
@@ -300,7 +358,12 @@ done; echo "$ok $busy $other"`);
       assert.equal((await ok("cat /tmp/apply.rc")).trim(), "0", await ok("cat /tmp/apply.out"));
       assert.match(await ok("ksplice view"), /version1/);
       await ok("ksplice undo version1");
-      rows.push({ fault: "apply while another ksplice holds the lock", tries: 1, outcome: "waited, then applied", unchanged: "n/a" });
+      rows.push({
+        fault: "apply while another ksplice holds the lock",
+        tries: 1,
+        outcome: "waited, then applied",
+        unchanged: "n/a",
+      });
 
       assert.equal(await text(), pristine);
       const log = await ok("dmesg");
@@ -311,7 +374,10 @@ done; echo "$ok $busy $other"`);
   const table = [
     "| fault | tries | outcome | kernel text unchanged |",
     "|---|---|---|---|",
-    ...rows.map((r) => `| ${r.fault} | ${r.tries} | ${r.outcome} | ${r.unchanged === "n/a" ? "n/a" : r.unchanged ? "yes" : "NO"} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.fault} | ${r.tries} | ${r.outcome} | ${r.unchanged === "n/a" ? "n/a" : r.unchanged ? "yes" : "NO"} |`,
+    ),
   ].join("\n");
   t.diagnostic(`safety report\n${table}`);
   if (process.env.KSPLICE_SAFETY_REPORT) {

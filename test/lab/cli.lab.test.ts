@@ -24,7 +24,9 @@ test("lab prepare prints the prepared source tree on its last line", { timeout: 
   assert.equal(JSON.parse(json.stdout).release, "6.1.0-50-cloud-amd64");
 });
 
-test("lab run shows --with files in the guest and exits with the command's status", { timeout: TIMEOUT }, async () => {
+test("lab run shows --with files in the guest and exits with the command's status", {
+  timeout: TIMEOUT,
+}, async () => {
   await prepareLab();
   const dir = tempDir();
   const file = join(dir, "input.txt");

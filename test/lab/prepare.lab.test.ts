@@ -14,19 +14,33 @@ import { tempDir } from "../helpers/compile.js";
 
 const TIMEOUT = 30 * 60_000;
 
-test("prepareLab yields a complete lab: release, tree, headers, vmlinux, config, modules", { timeout: TIMEOUT }, async () => {
+test("prepareLab yields a complete lab: release, tree, headers, vmlinux, config, modules", {
+  timeout: TIMEOUT,
+}, async () => {
   const p = await prepareLab({ log: (l) => console.error(`lab: ${l}`) });
   assert.equal(p.release, "6.1.0-50-cloud-amd64");
   assert.equal(p.debianVersion, "6.1.176-1");
   assert.equal(p.pinned, true);
   assert.equal(checkEntry(p), null);
   assert.match(readFileSync(p.config, "utf8"), /CONFIG_LIVEPATCH=y/);
-  assert.match(readFileSync(join(p.sourceDir, "include", "generated", "utsrelease.h"), "utf8"), /"6\.1\.0-50-cloud-amd64"/);
+  assert.match(
+    readFileSync(join(p.sourceDir, "include", "generated", "utsrelease.h"), "utf8"),
+    /"6\.1\.0-50-cloud-amd64"/,
+  );
   // The tree was configured with the image's own config, unchanged by olddefconfig where it matters.
-  assert.match(readFileSync(join(p.sourceDir, ".config"), "utf8"), /CONFIG_CC_VERSION_TEXT="gcc-12 \(Debian 12\.2\.0-14\+deb12u1\) 12\.2\.0"/);
-  assert.match(execFileSync("readelf", ["-h", p.vmlinux], { encoding: "utf8" }), /Advanced Micro Devices X86-64/);
+  assert.match(
+    readFileSync(join(p.sourceDir, ".config"), "utf8"),
+    /CONFIG_CC_VERSION_TEXT="gcc-12 \(Debian 12\.2\.0-14\+deb12u1\) 12\.2\.0"/,
+  );
+  assert.match(
+    execFileSync("readelf", ["-h", p.vmlinux], { encoding: "utf8" }),
+    /Advanced Micro Devices X86-64/,
+  );
   assert.ok(existsSync(join(p.modulesDir, "kernel")));
-  assert.equal(readFileSync(join(p.headersDir, "Makefile"), "utf8").trim(), `include ${join(p.entryDir, "root", "usr", "src", "linux-headers-6.1.0-50-common")}/Makefile`);
+  assert.equal(
+    readFileSync(join(p.headersDir, "Makefile"), "utf8").trim(),
+    `include ${join(p.entryDir, "root", "usr", "src", "linux-headers-6.1.0-50-common")}/Makefile`,
+  );
 });
 
 test("a warm prepareLab does no work and returns the same paths", async () => {
@@ -45,13 +59,21 @@ test("a truncated .deb in the cache is detected and downloaded again", { timeout
   assert.match(checkEntry(p) ?? "", /wrong size/);
   const lines: string[] = [];
   const again = await prepareLab({ log: (l) => lines.push(l) });
-  assert.ok(lines.some((l) => /corrupt/.test(l) && l.includes(kbuild.file)), lines.join("\n"));
-  assert.ok(lines.some((l) => /downloading linux-kbuild/.test(l)), lines.join("\n"));
+  assert.ok(
+    lines.some((l) => /corrupt/.test(l) && l.includes(kbuild.file)),
+    lines.join("\n"),
+  );
+  assert.ok(
+    lines.some((l) => /downloading linux-kbuild/.test(l)),
+    lines.join("\n"),
+  );
   assert.equal(checkEntry(again), null);
   assert.equal(readFileSync(file).length, kbuild.size);
 });
 
-test("an unpacked tree without its stamp, and leftovers of an interrupted run, are rebuilt and removed", { timeout: TIMEOUT }, async () => {
+test("an unpacked tree without its stamp, and leftovers of an interrupted run, are rebuilt and removed", {
+  timeout: TIMEOUT,
+}, async () => {
   const p = await prepareLab();
   const root = join(p.entryDir, "root");
   rmSync(join(root, STAMP));
@@ -59,8 +81,14 @@ test("an unpacked tree without its stamp, and leftovers of an interrupted run, a
   assert.match(checkEntry(p) ?? "", /no valid stamp/);
   const lines: string[] = [];
   const again = await prepareLab({ log: (l) => lines.push(l) });
-  assert.ok(lines.some((l) => /root.partial-99999/.test(l)), lines.join("\n"));
-  assert.ok(lines.some((l) => /no valid stamp; unpacking it again/.test(l)), lines.join("\n"));
+  assert.ok(
+    lines.some((l) => /root.partial-99999/.test(l)),
+    lines.join("\n"),
+  );
+  assert.ok(
+    lines.some((l) => /no valid stamp; unpacking it again/.test(l)),
+    lines.join("\n"),
+  );
   assert.equal(existsSync(join(p.entryDir, "root.partial-99999")), false);
   assert.equal(checkEntry(again), null);
 });

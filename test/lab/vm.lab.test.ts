@@ -7,7 +7,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { UserError } from "../../src/cli/errors.js";
-import { LabVM, type LabPaths, prepareLab, withLab } from "../../src/lab/index.js";
+import { type LabPaths, LabVM, prepareLab, withLab } from "../../src/lab/index.js";
 import { tempDir } from "../helpers/compile.js";
 
 const TIMEOUT = 30 * 60_000;
@@ -25,7 +25,9 @@ MODULE_LICENSE("GPL");
 `,
   );
   writeFileSync(join(dir, "Kbuild"), `obj-m := ${name}.o\n`);
-  execFileSync("make", ["-C", makeDir, ...makeArgs, `M=${dir}`, "modules"], { stdio: ["ignore", "ignore", "pipe"] });
+  execFileSync("make", ["-C", makeDir, ...makeArgs, `M=${dir}`, "modules"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   return join(dir, `${name}.ko`);
 }
 
@@ -47,7 +49,9 @@ function orphans(): string[] {
 
 let paths: LabPaths;
 
-test("one guest: release, kallsyms, modules, --with, exit codes, files, console, timeouts", { timeout: TIMEOUT }, async () => {
+test("one guest: release, kallsyms, modules, --with, exit codes, files, console, timeouts", {
+  timeout: TIMEOUT,
+}, async () => {
   paths = await prepareLab();
   const fromHeaders = buildModule("labhdr", paths.headersDir, []);
   const fromTree = buildModule("labtree", paths.sourceDir, paths.makeArgs);
@@ -66,7 +70,9 @@ test("one guest: release, kallsyms, modules, --with, exit codes, files, console,
 
       for (const ko of [fromHeaders, fromTree]) {
         const name = ko.split("/").pop()!.replace(/\.ko$/, "");
-        const r = await vm.exec(`insmod ${ko} && grep -c '^${name} ' /proc/modules && rmmod ${name} && dmesg | grep '${name}:'`);
+        const r = await vm.exec(
+          `insmod ${ko} && grep -c '^${name} ' /proc/modules && rmmod ${name} && dmesg | grep '${name}:'`,
+        );
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, new RegExp(`^1\\n[^]*${name}: loaded\\n[^]*${name}: unloaded`));
       }
@@ -80,15 +86,22 @@ test("one guest: release, kallsyms, modules, --with, exit codes, files, console,
 
       await vm.writeFile("/tmp/sub/w.txt", "written by the host");
       assert.equal((await vm.exec("cat /tmp/sub/w.txt")).stdout, "written by the host");
-      await assert.rejects(vm.readFile("/no/such/file"), (e: unknown) => e instanceof UserError && e.code === "lab_guest_file");
+      await assert.rejects(
+        vm.readFile("/no/such/file"),
+        (e: unknown) => e instanceof UserError && e.code === "lab_guest_file",
+      );
 
       const started = Date.now();
-      await assert.rejects(vm.exec("sleep 60 | cat", { timeoutMs: 1500 }), (e: unknown) => e instanceof UserError && e.code === "lab_timeout");
+      await assert.rejects(
+        vm.exec("sleep 60 | cat", { timeoutMs: 1500 }),
+        (e: unknown) => e instanceof UserError && e.code === "lab_timeout",
+      );
       assert.ok(Date.now() - started < 30_000);
       assert.equal((await vm.exec("echo still here")).stdout, "still here\n");
 
       const mounts = (await vm.exec("cat /proc/mounts")).stdout;
-      for (const fs of ["proc /proc", "sysfs /sys", "devtmpfs /dev", "tracefs /sys/kernel/tracing"]) assert.ok(mounts.includes(fs), `${fs} in\n${mounts}`);
+      for (const fs of ["proc /proc", "sysfs /sys", "devtmpfs /dev", "tracefs /sys/kernel/tracing"])
+        assert.ok(mounts.includes(fs), `${fs} in\n${mounts}`);
       assert.equal((await vm.exec("command -v ksplice node busybox")).code, 0);
       assert.match((await vm.exec("ksplice --help")).stdout, /usage: ksplice/);
       assert.match(vm.console(), /Linux version 6\.1\.0-50-cloud-amd64/);
@@ -117,7 +130,9 @@ test("withLab shuts the guest down when the test body throws", { timeout: TIMEOU
   assert.deepEqual(orphans(), []);
 });
 
-test("a guest that does not come up in time is a lab_timeout error and leaves nothing running", { timeout: TIMEOUT }, async () => {
+test("a guest that does not come up in time is a lab_timeout error and leaves nothing running", {
+  timeout: TIMEOUT,
+}, async () => {
   paths ??= await prepareLab();
   await assert.rejects(LabVM.boot({ paths, bootTimeoutMs: 300 }), (e: unknown) => {
     assert.ok(e instanceof UserError);

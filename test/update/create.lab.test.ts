@@ -4,7 +4,7 @@
 // an unprepared tree). Applying packages to the running kernel is test/kernel/apply.lab.test.ts.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -46,7 +46,9 @@ function treeDigest(dir: string): string {
   return h.digest("hex");
 }
 
-test("create packages a patch that adds a function and a string, and leaves the tree as it was", { timeout: TIMEOUT }, async () => {
+test("create packages a patch that adds a function and a string, and leaves the tree as it was", {
+  timeout: TIMEOUT,
+}, async () => {
   const lab = await prepareLab();
   const watched = join(lab.sourceDir, "fs", "proc");
   const before = treeDigest(watched);
@@ -70,12 +72,23 @@ test("create packages a patch that adds a function and a string, and leaves the 
       m.targets.map((t) => [t.object, t.name, t.replacement.section]),
       [["fs/proc/version.o", "version_proc_show", ".text.version_proc_show"]],
     );
-    assert.deepEqual(m.newFunctions.map((f) => f.name), ["ksplice_demo_note"]);
+    assert.deepEqual(
+      m.newFunctions.map((f) => f.name),
+      ["ksplice_demo_note"],
+    );
     assert.match(m.patches[0].text, /ksplice_demo_note/);
     // The new code's one non-exported reference is resolved at apply time, not in the .ko.
-    assert.deepEqual(m.relocations.map((r) => [r.symbol, r.type, r.local]), [["linux_proc_banner", "R_X86_64_32S", false]]);
+    assert.deepEqual(
+      m.relocations.map((r) => [r.symbol, r.type, r.local]),
+      [["linux_proc_banner", "R_X86_64_32S", false]],
+    );
     const files = m.files.map((f) => f.path).sort();
-    assert.deepEqual(files, ["ksplice.ko", "ksplice_vers1234.ko", "patches/00-proc-version-banner.patch", "pre/fs/proc/version.o"]);
+    assert.deepEqual(files, [
+      "ksplice.ko",
+      "ksplice_vers1234.ko",
+      "patches/00-proc-version-banner.patch",
+      "pre/fs/proc/version.o",
+    ]);
     // The module carries the new string and code, built against the kernel's headers.
     const ko = readFileSync(join(pkg.dir, "ksplice_vers1234.ko"));
     assert.ok(ko.includes("ksplice: this kernel was patched live\n"));
@@ -85,10 +98,15 @@ test("create packages a patch that adds a function and a string, and leaves the 
   }
 });
 
-test("create sees a change to an inlined static helper as a change to its caller", { timeout: TIMEOUT }, async () => {
+test("create sees a change to an inlined static helper as a change to its caller", {
+  timeout: TIMEOUT,
+}, async () => {
   const lab = await prepareLab();
   const res = await create(lab.sourceDir, [join(FIX, "meminfo-inlined-helper.patch")]);
-  assert.deepEqual(res.manifest.targets.map((t) => t.name), ["meminfo_proc_show"]);
+  assert.deepEqual(
+    res.manifest.targets.map((t) => t.name),
+    ["meminfo_proc_show"],
+  );
   assert.deepEqual(res.manifest.newFunctions, []);
 });
 
@@ -102,10 +120,23 @@ test("create refuses what replacing code cannot do, naming the cause", { timeout
       return true;
     });
   };
-  await refused([join(FIX, "pipe-max-size-data.patch")], "unsupported_change", /fs\/pipe\.o: pipe_max_size: changes initialised data/);
-  await refused([join(FIX, "comment-only.patch")], "no_change", /changes no compiled code in fs\/proc\/cmdline\.o/);
+  await refused(
+    [join(FIX, "pipe-max-size-data.patch")],
+    "unsupported_change",
+    /fs\/pipe\.o: pipe_max_size: changes initialised data/,
+  );
+  await refused(
+    [join(FIX, "comment-only.patch")],
+    "no_change",
+    /changes no compiled code in fs\/proc\/cmdline\.o/,
+  );
   const bad = join(tempDir(), "stale.patch");
   writeFileSync(bad, readFileSync(join(FIX, "cmdline-b.patch"))); // needs cmdline-a first
   await refused([bad], "patch_failed", /patch stale\.patch does not apply/);
-  await refused([join(FIX, "cmdline-a.patch")], "bad_tree", /not a kernel source tree|not configured|has not run/, tempDir());
+  await refused(
+    [join(FIX, "cmdline-a.patch")],
+    "bad_tree",
+    /not a kernel source tree|not configured|has not run/,
+    tempDir(),
+  );
 });

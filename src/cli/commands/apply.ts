@@ -25,15 +25,40 @@ register({
       allowPositionals: true,
     });
     if (positionals.length !== 1) throw new UsageError(`exactly one UPDATE is required\n${usage}`);
-    const res = await applyUpdate({ path: resolve(ctx.cwd, positionals[0]), partial: values.partial, log: (l) => println(ctx.stderr, `apply: ${l}`) });
+    const res = await applyUpdate({
+      path: resolve(ctx.cwd, positionals[0]),
+      partial: values.partial,
+      log: (l) => println(ctx.stderr, `apply: ${l}`),
+    });
     const us = (res.status.pauseNs / 1000).toFixed(0);
     if (values.json) {
-      println(ctx.stdout, JSON.stringify({ id: res.id, description: res.description, stage: res.status.stage, pauseNs: res.status.pauseNs, tries: res.status.tries, targets: res.targets, skipped: res.skipped, loadedCore: res.loadedCore }, null, 2));
+      println(
+        ctx.stdout,
+        JSON.stringify(
+          {
+            id: res.id,
+            description: res.description,
+            stage: res.status.stage,
+            pauseNs: res.status.pauseNs,
+            tries: res.status.tries,
+            targets: res.targets,
+            skipped: res.skipped,
+            loadedCore: res.loadedCore,
+          },
+          null,
+          2,
+        ),
+      );
     } else {
       println(ctx.stdout, `Update ${res.id} applied: ${res.description}`);
-      for (const t of res.targets) println(ctx.stdout, `  ${t.name} (${t.object}) at ${t.addr}${t.via ? `, via ${t.via}` : ""}`);
-      for (const t of res.skipped) println(ctx.stdout, `  left out ${t.name} (${t.object}): its running code differs (--partial)`);
-      println(ctx.stdout, `  machine paused ${us} µs (${res.status.tries} attempt${res.status.tries === 1 ? "" : "s"})`);
+      for (const t of res.targets)
+        println(ctx.stdout, `  ${t.name} (${t.object}) at ${t.addr}${t.via ? `, via ${t.via}` : ""}`);
+      for (const t of res.skipped)
+        println(ctx.stdout, `  left out ${t.name} (${t.object}): its running code differs (--partial)`);
+      println(
+        ctx.stdout,
+        `  machine paused ${us} µs (${res.status.tries} attempt${res.status.tries === 1 ? "" : "s"})`,
+      );
     }
     return 0;
   },

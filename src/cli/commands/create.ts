@@ -59,7 +59,19 @@ register({
       const { manifest: m } = res;
       println(
         ctx.stdout,
-        JSON.stringify({ id: res.id, path: res.path, kernel: m.kernel, targets: m.targets.map((t) => `${t.object}:${t.name}`), newFunctions: m.newFunctions.map((f) => f.name), relocations: m.relocations.length, timings: res.timings }, null, 2),
+        JSON.stringify(
+          {
+            id: res.id,
+            path: res.path,
+            kernel: m.kernel,
+            targets: m.targets.map((t) => `${t.object}:${t.name}`),
+            newFunctions: m.newFunctions.map((f) => f.name),
+            relocations: m.relocations.length,
+            timings: res.timings,
+          },
+          null,
+          2,
+        ),
       );
     } else {
       println(ctx.stdout, `update ${res.id} for ${res.manifest.kernel.release}: ${res.manifest.description}`);

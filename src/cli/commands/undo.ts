@@ -15,11 +15,20 @@ register({
   summary: "reverse an applied update",
   usage,
   async run(args, ctx) {
-    const { values, positionals } = parseArgs({ args, options: { "raw-errors": { type: "boolean" }, json: { type: "boolean" } }, allowPositionals: true });
+    const { values, positionals } = parseArgs({
+      args,
+      options: { "raw-errors": { type: "boolean" }, json: { type: "boolean" } },
+      allowPositionals: true,
+    });
     if (positionals.length !== 1) throw new UsageError(`exactly one update ID is required\n${usage}`);
     const st = await undoUpdate({ id: positionals[0], log: (l) => println(ctx.stderr, `undo: ${l}`) });
-    if (values.json) println(ctx.stdout, JSON.stringify({ id: st.id, stage: st.stage, pauseNs: st.pauseNs, tries: st.tries }, null, 2));
-    else println(ctx.stdout, `Update ${st.id} reversed (machine paused ${(st.pauseNs / 1000).toFixed(0)} µs)`);
+    if (values.json)
+      println(
+        ctx.stdout,
+        JSON.stringify({ id: st.id, stage: st.stage, pauseNs: st.pauseNs, tries: st.tries }, null, 2),
+      );
+    else
+      println(ctx.stdout, `Update ${st.id} reversed (machine paused ${(st.pauseNs / 1000).toFixed(0)} µs)`);
     return 0;
   },
 });

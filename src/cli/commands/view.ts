@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { listUpdates } from "../../kernel/apply.js";
 import type { UpdateStatus } from "../../kernel/core.js";
 import { println } from "../context.js";
-import { UserError, UsageError } from "../errors.js";
+import { UsageError, UserError } from "../errors.js";
 import { register } from "../main.js";
 
 const usage = `usage: ksplice view [ID] [--json]
@@ -27,15 +27,23 @@ register({
   summary: "list the updates applied to the running kernel",
   usage,
   async run(args, ctx) {
-    const { values, positionals } = parseArgs({ args, options: { json: { type: "boolean" } }, allowPositionals: true });
+    const { values, positionals } = parseArgs({
+      args,
+      options: { json: { type: "boolean" } },
+      allowPositionals: true,
+    });
     if (positionals.length > 1) throw new UsageError(usage);
     let list = (await listUpdates()).filter((s) => s.stage === "applied");
     if (positionals[0]) {
       list = list.filter((s) => s.id === positionals[0]);
-      if (!list.length) throw new UserError(`update ${positionals[0]} is not applied`, { code: "not_applied" });
+      if (!list.length)
+        throw new UserError(`update ${positionals[0]} is not applied`, { code: "not_applied" });
     }
     if (values.json) {
-      println(ctx.stdout, JSON.stringify(positionals[0] ? json(list[0]) : { updates: list.map(json) }, null, 2));
+      println(
+        ctx.stdout,
+        JSON.stringify(positionals[0] ? json(list[0]) : { updates: list.map(json) }, null, 2),
+      );
       return 0;
     }
     if (!list.length) {
@@ -45,7 +53,10 @@ register({
     for (const s of list) {
       const when = new Date(s.appliedAt * 1000).toISOString();
       println(ctx.stdout, `${s.id}: ${s.description}`);
-      println(ctx.stdout, `  applied ${when}, paused ${(s.pauseNs / 1000).toFixed(0)} µs, ${s.patches.length} function(s): ${s.patches.map((p) => p.name).join(", ")}`);
+      println(
+        ctx.stdout,
+        `  applied ${when}, paused ${(s.pauseNs / 1000).toFixed(0)} µs, ${s.patches.length} function(s): ${s.patches.map((p) => p.name).join(", ")}`,
+      );
     }
     return 0;
   },
