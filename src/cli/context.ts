@@ -10,6 +10,13 @@ export interface Context {
   stderr: Writable;
   /** Aborted on Ctrl-C; long-running work checks it and cleans up. */
   signal: AbortSignal;
+  /** Set by --raw-errors: the abort code must be the first line of stderr, so no progress lines. */
+  rawErrors?: boolean;
+}
+
+/** progress returns a logger for a command's progress lines on stderr (silent with --raw-errors). */
+export function progress(ctx: Context, prefix: string): (line: string) => void {
+  return ctx.rawErrors ? () => {} : (line) => println(ctx.stderr, `${prefix}: ${line}`);
 }
 
 /** Command is one verb: it parses its own arguments and returns an exit code. */

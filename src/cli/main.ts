@@ -43,7 +43,7 @@ export async function main(argv: string[], ctx: Context, argv0 = "ksplice"): Pro
   try {
     return await cmd.run(
       rest.filter((a, i) => i >= dashdash || a !== "--raw-errors"),
-      ctx,
+      raw ? { ...ctx, rawErrors: true } : ctx,
     );
   } catch (err) {
     return reportError(err, ctx, raw);

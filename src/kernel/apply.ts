@@ -46,8 +46,8 @@ export function toUserError(e: unknown): unknown {
   if (e.code === "code_busy") {
     // The core reports "COMM PID SYMBOL+OFF/SIZE" per task found in the code being replaced.
     const tasks = e.conflicts.map((c) => {
-      const [comm, pid, where] = c.split(" ");
-      return `${comm} (pid ${pid}) in ${where}`;
+      const m = /^(.*) (\d+) (\S+(?: \[\S+\])?)$/.exec(c);
+      return m ? `${m[1]} (pid ${m[2]}) in ${m[3]}` : c;
     });
     return new UserError(
       `${e.message.replace(/: code_busy.*$/s, "")}: code_busy: the code is in use by ${tasks.join("; ")}; try again when the task(s) have left it`,

@@ -2,7 +2,7 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { applyUpdate } from "../../kernel/apply.js";
-import { println } from "../context.js";
+import { println, progress } from "../context.js";
 import { UsageError } from "../errors.js";
 import { register } from "../main.js";
 
@@ -28,7 +28,7 @@ register({
     const res = await applyUpdate({
       path: resolve(ctx.cwd, positionals[0]),
       partial: values.partial,
-      log: (l) => println(ctx.stderr, `apply: ${l}`),
+      log: progress(ctx, "apply"),
     });
     const us = (res.status.pauseNs / 1000).toFixed(0);
     if (values.json) {

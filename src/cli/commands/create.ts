@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { buildCore } from "../../kernel/core.js";
 import { cacheRoot } from "../../lab/cache.js";
 import { createUpdate } from "../../update/create.js";
-import { println } from "../context.js";
+import { println, progress } from "../context.js";
 import { UsageError } from "../errors.js";
 import { register } from "../main.js";
 
@@ -52,7 +52,7 @@ register({
       vmlinux: values.vmlinux ? abs(values.vmlinux) : undefined,
       // The package carries the core module, built for the same kernel, so apply needs no compiler.
       coreModule: (headers) => buildCore(headers, join(cacheRoot(ctx.env), "modules")),
-      log: (l) => println(ctx.stderr, `create: ${l}`),
+      log: progress(ctx, "create"),
       signal: ctx.signal,
     });
     if (values.json) {

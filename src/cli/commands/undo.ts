@@ -1,7 +1,7 @@
 // `ksplice undo ID`: take an applied update out of the running kernel.
 import { parseArgs } from "node:util";
 import { undoUpdate } from "../../kernel/apply.js";
-import { println } from "../context.js";
+import { println, progress } from "../context.js";
 import { UsageError } from "../errors.js";
 import { register } from "../main.js";
 
@@ -21,7 +21,7 @@ register({
       allowPositionals: true,
     });
     if (positionals.length !== 1) throw new UsageError(`exactly one update ID is required\n${usage}`);
-    const st = await undoUpdate({ id: positionals[0], log: (l) => println(ctx.stderr, `undo: ${l}`) });
+    const st = await undoUpdate({ id: positionals[0], log: progress(ctx, "undo") });
     if (values.json)
       println(
         ctx.stdout,

@@ -130,9 +130,15 @@ function handle(f: Frame): void {
 }
 
 let lastHeard = Date.now();
+let lastTick = Date.now();
 if (watchdogMs > 0) {
   setInterval(() => {
-    if (Date.now() - lastHeard > watchdogMs) {
+    // A tick that comes late means this process was starved (a loaded guest, stop_machine),
+    // not that the host went quiet: pings may be waiting unread, so start counting again.
+    const now = Date.now();
+    if (now - lastTick > 5000) lastHeard = now;
+    lastTick = now;
+    if (now - lastHeard > watchdogMs) {
       process.stderr.write(`ksplice-agent: host silent for ${watchdogMs} ms; powering off\n`);
       process.exit(3);
     }
