@@ -59,29 +59,35 @@ export async function openPackage(path: string): Promise<OpenedPackage> {
   try {
     const entries: string[] = [];
     let top: string | undefined;
+    // The first problem found; thrown after listing (a throw inside tar's callback escapes it).
+    let problem: UserError | undefined;
+    const check = (e: { path: string; type: string }) => {
+      entries.push(e.path);
+      const p = e.path.replace(/\/$/, "");
+      if (p.startsWith("/") || normalize(p).split("/").includes(".."))
+        return bad(`${path}: entry '${e.path}' points outside the package (path traversal)`);
+      if (e.type !== "File" && e.type !== "Directory")
+        return bad(`${path}: entry '${e.path}' is a ${e.type}, not a file or directory`);
+      const t = p.split("/")[0];
+      if (top !== undefined && t !== top)
+        return bad(`${path}: entries under both '${top}/' and '${t}/'; a package has one top directory`);
+      top = t;
+      return undefined;
+    };
     await tar
       .list({
         file: path,
         strict: true,
         onReadEntry: (e) => {
-          entries.push(e.path);
-          const p = e.path.replace(/\/$/, "");
-          if (p.startsWith("/") || normalize(p).split("/").includes(".."))
-            throw bad(`${path}: entry '${e.path}' points outside the package (path traversal)`);
-          if (e.type !== "File" && e.type !== "Directory")
-            throw bad(`${path}: entry '${e.path}' is a ${e.type}, not a file or directory`);
-          const t = p.split("/")[0];
-          if (top !== undefined && t !== top)
-            throw bad(`${path}: entries under both '${top}/' and '${t}/'; a package has one top directory`);
-          top = t;
+          problem ??= check(e);
         },
       })
       .catch((e: unknown) => {
-        if (e instanceof UserError) throw e;
         throw bad(
           `${path} is not a readable update package (truncated or not a .tar.gz?): ${(e as Error).message}`,
         );
       });
+    if (problem) throw problem;
     if (!top || entries.length === 0) throw bad(`${path} is empty`);
     await tar.extract({ file: path, cwd: dest, strict: true, preservePaths: false }).catch((e: unknown) => {
       throw bad(`${path}: unpacking failed (truncated?): ${(e as Error).message}`);

@@ -13,7 +13,6 @@ import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { gzipSync } from "node:zlib";
 import { buildCore } from "../../src/kernel/core.js";
 import { guestKallsyms, guestKernelBytes } from "../../src/kernel/labhost.js";
 import { prepareLab, withLab } from "../../src/lab/index.js";
@@ -21,34 +20,12 @@ import { createUpdate } from "../../src/update/create.js";
 import type { Manifest } from "../../src/update/manifest.js";
 import { openPackage } from "../../src/update/package.js";
 import { tempDir } from "../helpers/compile.js";
+import { tarball } from "../helpers/tar.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url)).replace(/\/$/, "");
 const FIX = join(REPO, "test", "update", "fixtures");
 const TIMEOUT = 40 * 60_000;
 const TARGETS = ["version_proc_show", "pipe_read", "cmdline_proc_show"];
-
-/** tarball writes a gzipped ustar archive of (name, bytes) entries exactly as given. */
-function tarball(entries: Array<[string, Uint8Array]>): Buffer {
-  const blocks: Buffer[] = [];
-  for (const [name, data] of entries) {
-    const h = Buffer.alloc(512);
-    h.write(name, 0, 100, "utf8");
-    h.write("0000644\0", 100);
-    h.write("0000000\0", 108);
-    h.write("0000000\0", 116);
-    h.write(`${data.length.toString(8).padStart(11, "0")}\0`, 124);
-    h.write("00000000000\0", 136);
-    h.write("        ", 148);
-    h.write("0", 156);
-    h.write("ustar\u000000", 257);
-    let sum = 0;
-    for (const b of h) sum += b;
-    h.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148);
-    blocks.push(h, Buffer.from(data), Buffer.alloc((512 - (data.length % 512)) % 512));
-  }
-  blocks.push(Buffer.alloc(1024));
-  return gzipSync(Buffer.concat(blocks));
-}
 
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
