@@ -30,8 +30,8 @@ export function table(header: string[], rows: string[][]): void {
   for (const r of rows) console.log(line(r));
 }
 
-/** noteOtherGuests says how many qemu processes are already running (not ours: call it first). */
-export function noteOtherGuests(): void {
+/** noteOtherGuests says how many qemu processes are running (call it while none is ours). */
+export function noteOtherGuests(when: string): void {
   let n = 0;
   try {
     n = execFileSync("ps", ["-C", "qemu-system-x86_64", "-o", "pid="], { encoding: "utf8" })
@@ -40,5 +40,9 @@ export function noteOtherGuests(): void {
   } catch {
     // ps exits 1 when nothing matches
   }
-  if (n) console.log(`note: ${n} other QEMU guest(s) running on this host; figures may be inflated`);
+  console.log(
+    n
+      ? `note: ${n} other QEMU guest(s) running on this host ${when}; figures may be inflated`
+      : `note: no other QEMU guest running on this host ${when}`,
+  );
 }

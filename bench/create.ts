@@ -17,7 +17,7 @@ const PATCHES = [
 ];
 const PASSES = ["build pre", "build pre (sections)", "build post (sections)", "build module"];
 
-noteOtherGuests();
+noteOtherGuests("at the start");
 const lab = await prepareLab();
 const coreModule = (headers: string) => buildCore(headers, join(cacheRoot(), "modules"));
 await coreModule(lab.headersDir); // build (or find) the cached core once, outside the timings
@@ -52,6 +52,7 @@ try {
     passRows.push([name, ...PASSES.map((p) => secs(median(passMs.get(p) ?? [0])))]);
     console.log(`${name}: ${wall.map(secs).join(", ")}`);
   }
+  noteOtherGuests("at the end");
 } finally {
   rmSync(out, { recursive: true, force: true });
 }

@@ -7,7 +7,7 @@ import { max, median, min, noteOtherGuests, secs, table } from "./common.js";
 const BOOTS = 5;
 const PREPARES = 3;
 
-noteOtherGuests();
+noteOtherGuests("at the start");
 const paths = await prepareLab(); // makes sure the lab is warm; not timed
 
 const prepareMs: number[] = [];
@@ -34,6 +34,7 @@ for (let i = 1; i <= BOOTS; i++) {
     await vm.shutdown();
   }
 }
+noteOtherGuests("at the end");
 console.log();
 table(["boot", "to first command", "of which qemu start → agent hello"], bootRows);
 

@@ -19,7 +19,7 @@ import { prepareLab, withLab } from "../../src/lab/index.js";
 import { createUpdate } from "../../src/update/create.js";
 import type { Manifest } from "../../src/update/manifest.js";
 import { openPackage } from "../../src/update/package.js";
-import { tempDir } from "../helpers/compile.js";
+import { tempDir as hostTempDir } from "../helpers/compile.js";
 import { tarball } from "../helpers/tar.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url)).replace(/\/$/, "");
@@ -27,10 +27,16 @@ const FIX = join(REPO, "test", "update", "fixtures");
 const TIMEOUT = 40 * 60_000;
 const TARGETS = ["version_proc_show", "pipe_read", "cmdline_proc_show"];
 
+// Every file the guest needs lives under one directory given to it with withPaths.
+const SHARED = hostTempDir("ksplice-safety-");
+let serial = 0;
+const tempDir = () => join(SHARED, `d${serial++}`);
+
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 /** variant copies an unpacked package and lets `edit` change it; returns the directory. */
 function variant(src: string, name: string, edit: (dir: string, m: Manifest) => void): string {
+  // Under the directory shared with the guest (tempDir is in it, see below).
   const dir = join(tempDir(), name);
   cpSync(src, dir, { recursive: true });
   const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as Manifest;
@@ -48,7 +54,7 @@ interface Row {
 
 test("refusals and faults leave the running kernel unchanged", { timeout: TIMEOUT }, async (t) => {
   const lab = await prepareLab();
-  const out = tempDir();
+  const out = SHARED;
   const coreDir = join(tempDir(), "core");
   const make = async (id: string, patch: string, applied: string[] = []) =>
     (
