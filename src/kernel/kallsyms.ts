@@ -53,27 +53,13 @@ export class Kallsyms {
 
   /** named returns every entry called `name`, in the kernel and in modules. */
   named(name: string): KallsymsEntry[] {
-    if (!this.byName) {
-      this.byName = new Map();
-      for (const e of this.entries) {
-        const list = this.byName.get(e.name);
-        if (list) list.push(e);
-        else this.byName.set(e.name, [e]);
-      }
-    }
+    this.byName ??= groupBy(this.entries, (e) => e.name);
     return this.byName.get(name) ?? [];
   }
 
   /** at returns the entries at exactly addr (several names may share one address). */
   at(addr: bigint): KallsymsEntry[] {
-    if (!this.byAddr) {
-      this.byAddr = new Map();
-      for (const e of this.entries) {
-        const list = this.byAddr.get(e.addr);
-        if (list) list.push(e);
-        else this.byAddr.set(e.addr, [e]);
-      }
-    }
+    this.byAddr ??= groupBy(this.entries, (e) => e.addr);
     return this.byAddr.get(addr) ?? [];
   }
 
@@ -117,4 +103,15 @@ export function readKernelBytes(addr: bigint, length: number, kcore = "/proc/kco
   } finally {
     elf.close();
   }
+}
+
+function groupBy<K, T>(items: T[], key: (t: T) => K): Map<K, T[]> {
+  const m = new Map<K, T[]>();
+  for (const it of items) {
+    const k = key(it);
+    const list = m.get(k);
+    if (list) list.push(it);
+    else m.set(k, [it]);
+  }
+  return m;
 }

@@ -11,10 +11,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { buildCore } from "../../src/kernel/core.js";
 import { type LabVM, prepareLab, withLab } from "../../src/lab/index.js";
-import { createUpdate } from "../../src/update/create.js";
 import { tempDir } from "../helpers/compile.js";
+import { updateMaker } from "../helpers/updates.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url));
 const FIX = join(REPO, "test", "update", "fixtures");
@@ -35,19 +34,7 @@ test("apply, view and undo live updates of the running Debian kernel", { timeout
   const lab = await prepareLab();
   const out = tempDir();
   const coreDir = join(tempDir(), "core");
-  const make = async (id: string, patch: string, applied: string[] = []) =>
-    (
-      await createUpdate({
-        src: lab.sourceDir,
-        patches: [patch],
-        applied,
-        id,
-        outputDir: out,
-        coreModule: (h) => buildCore(h, coreDir),
-        log: () => {},
-        signal: new AbortController().signal,
-      })
-    ).path;
+  const make = updateMaker(lab, out, coreDir);
   const version = await make("version1", join(REPO, "examples", "proc-version-banner.patch"));
   const uname = await make("uname001", join(FIX, "uname-syscall.patch"));
   const meminfo = await make("meminfo1", join(FIX, "meminfo-inlined-helper.patch"));

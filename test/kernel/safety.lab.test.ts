@@ -13,14 +13,13 @@ import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { buildCore } from "../../src/kernel/core.js";
 import { guestKallsyms, guestKernelBytes } from "../../src/kernel/labhost.js";
 import { prepareLab, withLab } from "../../src/lab/index.js";
-import { createUpdate } from "../../src/update/create.js";
 import type { Manifest } from "../../src/update/manifest.js";
 import { openPackage } from "../../src/update/package.js";
 import { tempDir as hostTempDir } from "../helpers/compile.js";
 import { tarball } from "../helpers/tar.js";
+import { updateMaker } from "../helpers/updates.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url)).replace(/\/$/, "");
 const FIX = join(REPO, "test", "update", "fixtures");
@@ -56,19 +55,7 @@ test("refusals and faults leave the running kernel unchanged", { timeout: TIMEOU
   const lab = await prepareLab();
   const out = SHARED;
   const coreDir = join(tempDir(), "core");
-  const make = async (id: string, patch: string, applied: string[] = []) =>
-    (
-      await createUpdate({
-        src: lab.sourceDir,
-        patches: [patch],
-        applied,
-        id,
-        outputDir: out,
-        coreModule: (h) => buildCore(h, coreDir),
-        log: () => {},
-        signal: new AbortController().signal,
-      })
-    ).path;
+  const make = updateMaker(lab, out, coreDir);
   const version = await make("version1", join(REPO, "examples", "proc-version-banner.patch"));
   const pipe = await make("pipe0001", join(FIX, "pipe-read-count.patch"));
   // Built as if cmdline-a were live: its pre code is not the running code.
