@@ -46,6 +46,8 @@ export interface Unit {
   global: boolean;
   /** Canonical names of the functions that refer to this unit (filled for data). */
   referrers: Set<string>;
+  /** Other symbols naming exactly these bytes (SYSCALL_DEFINE0 makes three names for one body). */
+  aliases: string[];
 }
 
 /** ObjectUnits indexes the units of one object file. */
@@ -55,6 +57,9 @@ export class ObjectUnits {
   private sectionData = new Map<number, Uint8Array>();
 
   constructor(readonly elf: ElfFile) {
+    // Symbols with one section, offset, size and kind are one unit, named by a global name if
+    // there is one (the smallest, so pre and post agree whatever the symbol table order).
+    const same = new Map<string, Unit>();
     for (const sym of elf.symbols) {
       if (sym.type !== STT.FUNC && sym.type !== STT.OBJECT) continue;
       if (sym.shndx === SHN.UNDEF || sym.shndx >= SHN.LORESERVE) continue;
@@ -76,7 +81,18 @@ export class ObjectUnits {
         relocs: [],
         global: sym.bind !== STB.LOCAL,
         referrers: new Set(),
+        aliases: [],
       };
+      const key = `${section.index}:${start}:${size}:${unit.kind}`;
+      const first = same.get(key);
+      if (first && size > 0) {
+        if ((unit.global && !first.global) || (unit.global === first.global && unit.name < first.name)) {
+          first.aliases.push(first.name);
+          Object.assign(first, { name: unit.name, canon: unit.canon, symbol: sym, global: true });
+        } else first.aliases.push(sym.name);
+        continue;
+      }
+      same.set(key, unit);
       this.units.push(unit);
       const list = this.bySection.get(section.index) ?? [];
       list.push(unit);

@@ -195,3 +195,24 @@ test("bin/ksplice diff --json prints the sets; the text form lists them; bad inp
   const usage = spawnSync(BIN, ["diff", a], { encoding: "utf8" });
   assert.equal(usage.status, 2);
 });
+
+test("names for one body (as SYSCALL_DEFINE0 makes) are one function, reported by a global name", () => {
+  const src = (n: number) => `
+extern int counter;
+static long do_sys_thing(void) { return counter + ${n}; }
+long sys_thing(void) __attribute__((alias("do_sys_thing")));
+long ia32_sys_thing(void) __attribute__((alias("do_sys_thing")));
+`;
+  const dir = tempDir();
+  const a = compileC(dir, "pre", src(1));
+  const b = compileC(dir, "post", src(2));
+  const d = diffObjects(ElfFile.parse(readFileSync(a), a), ElfFile.parse(readFileSync(b), b));
+  assert.deepEqual(report(d).changed, ["ia32_sys_thing"]);
+  const unit = d.changed[0].post;
+  assert.deepEqual(unit.aliases.sort(), ["do_sys_thing", "sys_thing"]);
+  // The body's relocation (to counter) belongs to the one unit.
+  assert.deepEqual(
+    unit.relocs.map((r) => (r.target.kind === "symbol" ? r.target.name : r.target.kind)),
+    ["counter"],
+  );
+});

@@ -140,3 +140,14 @@ test("create refuses what replacing code cannot do, naming the cause", { timeout
     tempDir(),
   );
 });
+
+test("create replaces a SYSCALL_DEFINE0 body once, whatever its three names", {
+  timeout: TIMEOUT,
+}, async () => {
+  const lab = await prepareLab();
+  const res = await create(lab.sourceDir, [join(FIX, "getppid-nop.patch")]);
+  assert.deepEqual(
+    res.manifest.targets.map((t) => t.name),
+    ["__ia32_sys_getppid"],
+  );
+});
