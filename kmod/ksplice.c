@@ -25,11 +25,13 @@
  */
 #define pr_fmt(fmt) "ksplice: " fmt
 
+#include <linux/bsearch.h>
 #include <linux/ctype.h>
 #include <linux/kallsyms.h>
 #include <linux/delay.h>
 #include <linux/kernel.h>
 #include <linux/kobject.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/sched/signal.h>
@@ -636,12 +638,21 @@ static ssize_t bench_ns_show(struct kobject *kobj, struct kobj_attribute *attr, 
 
 /* ---- apply and undo ---- */
 
+/* A task whose stack was found clear before stop_machine, and how often it had been switched. */
+struct ks_seen {
+	struct task_struct *t;
+	u64 start_time;
+	unsigned long switches;
+};
+
 struct ks_run {
 	struct ks_update *u;
 	bool undo;
 	void **alias;			/* writable alias of each patch site */
 	const char *cause;		/* set when the attempt must abort */
 	bool busy;
+	struct ks_seen *seen;		/* sorted by task pointer */
+	unsigned int nseen;
 };
 
 static bool in_checked_code(struct ks_run *r, unsigned long addr)
@@ -669,40 +680,105 @@ static void note_conflict(struct ks_run *r, struct task_struct *t, unsigned long
 }
 
 /*
- * check_task looks for a return address or interrupted instruction pointer of t inside the code
+ * task_hit looks for a return address or interrupted instruction pointer of t inside the code
  * being replaced, with the ORC unwinder; where the unwinder gives up, every word of the stack
- * from its saved stack pointer is taken as a possible return address (conservative).
+ * from its saved stack pointer is taken as a possible return address (conservative). Returns
+ * the address found, or 0.
  */
-static void check_task(struct ks_run *r, struct task_struct *t)
+static unsigned long task_hit(struct ks_run *r, struct task_struct *t)
 {
 	struct unwind_state state;
 	unsigned long addr, *sp, *end;
 
-	/* Other CPUs run their stopper threads, spinning; nothing else is on a CPU. */
-	if (t != current && READ_ONCE(t->on_cpu))
-		return;
 	if (!refcount_read(&t->stack_refcount))
-		return;
+		return 0;
 	for (unwind_start(&state, t, NULL, NULL); !unwind_done(&state); unwind_next_frame(&state)) {
 		addr = unwind_get_return_address(&state);
 		if (!addr)
 			break;
-		if (in_checked_code(r, addr)) {
-			note_conflict(r, t, addr);
-			return;
-		}
+		if (in_checked_code(r, addr))
+			return addr;
 	}
 	if (!unwind_error(&state))
-		return;
+		return 0;
 	sp = t == current ? (unsigned long *)current_stack_pointer : (unsigned long *)t->thread.sp;
 	end = task_stack_page(t) + THREAD_SIZE;
 	if (sp < (unsigned long *)task_stack_page(t) || sp >= end)
 		sp = task_stack_page(t);
 	for (; sp < end; sp++)
-		if (in_checked_code(r, *sp)) {
-			note_conflict(r, t, *sp);
-			return;
-		}
+		if (in_checked_code(r, *sp))
+			return *sp;
+	return 0;
+}
+
+static unsigned long task_switches(struct task_struct *t)
+{
+	return READ_ONCE(t->nvcsw) + READ_ONCE(t->nivcsw);
+}
+
+static int cmp_seen(const void *a, const void *b)
+{
+	const struct task_struct *x = ((const struct ks_seen *)a)->t, *y = ((const struct ks_seen *)b)->t;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * precheck runs before stop_machine and remembers the sleeping tasks whose stacks are clear,
+ * with their context-switch counts. A task not switched since then has not run, so its stack
+ * is the one checked, and splice() need not unwind it again with the machine stopped: the pause
+ * grows with the tasks that ran, not with all tasks. Task stacks are freed after an RCU grace
+ * period (VMAP_STACK), so unwinding a sleeping task under rcu_read_lock() reads mapped memory;
+ * a task that wakes meanwhile has its count changed and is checked again inside.
+ */
+static void precheck(struct ks_run *r)
+{
+	struct task_struct *g, *t;
+	unsigned int cap = 64, n = 0;
+	unsigned long switches;
+
+	kvfree(r->seen);
+	r->seen = NULL;
+	r->nseen = 0;
+	rcu_read_lock();
+	for_each_process_thread(g, t)
+		cap++;
+	rcu_read_unlock();
+	r->seen = kvmalloc_array(cap, sizeof(*r->seen), GFP_KERNEL);
+	if (!r->seen)
+		return;		/* splice() then checks every task */
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		if (n == cap)
+			break;
+		if (t == current || READ_ONCE(t->on_cpu))
+			continue;
+		switches = task_switches(t);
+		smp_rmb();	/* the count before the stack it describes */
+		if (READ_ONCE(t->on_cpu) || task_hit(r, t))
+			continue;
+		r->seen[n++] = (struct ks_seen){ .t = t, .start_time = t->start_time, .switches = switches };
+	}
+	rcu_read_unlock();
+	sort(r->seen, n, sizeof(*r->seen), cmp_seen, NULL);
+	r->nseen = n;
+}
+
+/* check_task, inside stop_machine: notes t as a conflict unless its stack is known clear. */
+static void check_task(struct ks_run *r, struct task_struct *t)
+{
+	struct ks_seen key = { .t = t }, *seen;
+	unsigned long addr;
+
+	/* Other CPUs run their stopper threads, spinning; nothing else is on a CPU. */
+	if (t != current && READ_ONCE(t->on_cpu))
+		return;
+	seen = r->nseen ? bsearch(&key, r->seen, r->nseen, sizeof(key), cmp_seen) : NULL;
+	if (seen && seen->start_time == t->start_time && seen->switches == task_switches(t))
+		return;
+	addr = task_hit(r, t);
+	if (addr)
+		note_conflict(r, t, addr);
 }
 
 static bool call_int_hooks(struct ks_update *u, enum hook_kind k)
@@ -830,6 +906,7 @@ static int transition(struct ks_update *u, bool undo)
 	for (;;) {
 		r.busy = false;
 		u->tries++;
+		precheck(&r);
 		t0 = ktime_get();
 		stop_machine(splice, &r, NULL);
 		pause = ktime_to_ns(ktime_sub(ktime_get(), t0));
@@ -850,6 +927,7 @@ unmap:
 	for (i = 0; i < u->npatches; i++)
 		unmap_alias(r.alias[i]);
 	kfree(r.alias);
+	kvfree(r.seen);
 out:
 	if (ret)
 		return ret;
