@@ -4,9 +4,7 @@
 //     count (20 empty calls before each cycle, so both see the same host load), and the ratio;
 //  2. the per-call cost of a patched function: getcpu(2) ns/call unpatched, patched and after
 //     undo (ROUNDS rounds of measure, apply, measure, undo), the update being
-//     bench/fixtures/getcpu-nop.patch (one nop more, same behaviour). getcpu, not getppid:
-//     SYSCALL_DEFINE0 makes __x64_sys_getppid an alias of __do_sys_getppid, and run-pre
-//     matching of the alias fails (see the report that came with this file).
+//     bench/fixtures/getcpu-nop.patch (one nop more, same behaviour).
 // Prints figures next to targets; asserts nothing. BENCH_CYCLES and BENCH_CALLS override counts.
 import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
