@@ -26,7 +26,7 @@ import {
 import { Kallsyms } from "./kallsyms.js";
 
 /** FTRACE_NOP is the 5-byte nop the kernel leaves at a traceable function's entry. */
-const FTRACE_NOP = Buffer.from([0x0f, 0x1f, 0x44, 0x00, 0x00]);
+export const FTRACE_NOP = Buffer.from([0x0f, 0x1f, 0x44, 0x00, 0x00]);
 const LOCK = "/run/ksplice.lock";
 
 /** ApplyResult says what an apply did. */

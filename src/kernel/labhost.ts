@@ -2,6 +2,7 @@
 // benchmarks drive the core module in the guest with the same Core code that runs on a target,
 // plus helpers to read what a plan is computed from (kallsyms, live code) in that guest.
 import type { LabVM } from "../lab/index.js";
+import { FTRACE_NOP } from "./apply.js";
 import type { CoreHost, Patch } from "./core.js";
 import { Kallsyms } from "./kallsyms.js";
 
@@ -59,9 +60,6 @@ process.stdout.write(Buffer.from(readKernelBytes(BigInt(process.argv[1]), Number
     );
   return Uint8Array.from(Buffer.from(r.stdout.trim(), "hex"));
 }
-
-/** FTRACE_NOP is the 5-byte nop the kernel leaves at a traceable function's entry. */
-export const FTRACE_NOP = Uint8Array.from([0x0f, 0x1f, 0x44, 0x00, 0x00]);
 
 /**
  * guestPatch computes a Patch replacing kernel function `target` by `replacement` of update
