@@ -250,10 +250,13 @@ export class LabVM {
     let execId = 0;
     const timeoutMs = opts.timeoutMs ?? 120_000;
     let timedOut = false;
+    let snapshot = "";
     const timer =
       timeoutMs > 0
-        ? setTimeout(() => {
+        ? setTimeout(async () => {
             timedOut = true;
+            // What the guest was doing while the command hung, taken before it is killed.
+            snapshot = await this.snapshot();
             if (execId) this.sendRaw({ id: this.nextId++, op: "kill", target: execId });
           }, timeoutMs)
         : undefined;
@@ -291,7 +294,7 @@ export class LabVM {
     const stderrBytes = Buffer.concat(err);
     if (timedOut) {
       throw new UserError(
-        `'${argv.join(" ")}' did not finish within ${timeoutMs / 1000} s in the lab guest and was killed; output so far:\n${stdoutBytes.toString().slice(-2000)}${stderrBytes.toString().slice(-2000)}`,
+        `'${argv.join(" ")}' did not finish within ${timeoutMs / 1000} s in the lab guest and was killed; output so far:\n${stdoutBytes.toString().slice(-2000)}${stderrBytes.toString().slice(-2000)}\n${snapshot}`,
         { code: "lab_timeout" },
       );
     }
@@ -302,6 +305,28 @@ export class LabVM {
       stdoutBytes,
       stderrBytes,
     };
+  }
+
+  /**
+   * snapshot describes the guest's processes (state and kernel stack of each) and the tail of
+   * its kernel log, for reporting a command that hung. Never throws.
+   */
+  async snapshot(): Promise<string> {
+    const script = `for p in /proc/[0-9]*; do
+  [ -r $p/stat ] || continue
+  set -- $(cat $p/stat 2>/dev/null); [ -n "$3" ] || continue
+  [ "$(cat $p/cmdline 2>/dev/null | wc -c)" -gt 0 ] || [ "$3" = D ] || continue
+  echo "== \${p#/proc/} $3 $(tr '\\0' ' ' < $p/cmdline 2>/dev/null)"
+  sed 's/^/   /' $p/stack 2>/dev/null
+done
+echo "== modules: $(cut -d' ' -f1,3,5 /proc/modules | tr '\\n' ';')"
+echo "== dmesg (tail)"; dmesg | tail -40`;
+    try {
+      const r = await this.exec(["sh", "-c", script], { timeoutMs: 60_000 });
+      return `guest snapshot:\n${r.stdout}${r.stderr}`;
+    } catch (e) {
+      return `guest snapshot failed: ${(e as Error).message.split("\n")[0]}`;
+    }
   }
 
   /** readFile returns a guest file's bytes (rejects with code `lab_guest_file` when it cannot be read). */
