@@ -95,9 +95,15 @@ export class BuildView {
       });
   }
 
+  /** writeFile creates or replaces a file of the view (relative path), e.g. a header patches include. */
+  writeFile(rel: string, text: string): void {
+    mkdirSync(dirname(join(this.dir, rel)), { recursive: true });
+    writeFileSync(join(this.dir, rel), text);
+  }
+
   /** overrideJumpLabels installs JUMP_LABEL_OVERRIDE in the view (for the diffed builds only). */
   overrideJumpLabels(): void {
-    writeFileSync(join(this.dir, "arch/x86/include/asm/jump_label.h"), JUMP_LABEL_OVERRIDE);
+    this.writeFile("arch/x86/include/asm/jump_label.h", JUMP_LABEL_OVERRIDE);
   }
 
   /** make builds the given objects (relative paths) with extra KCFLAGS. */

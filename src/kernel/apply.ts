@@ -57,6 +57,11 @@ export function toUserError(e: unknown): unknown {
       },
     );
   }
+  if (e.code === "call_failed")
+    return new UserError(
+      `${e.message}: a pre or check hook of the update returned an error, so nothing was changed`,
+      { code: "call_failed", cause: e },
+    );
   return new UserError(e.message, { code: e.code === "bad_command" ? "call_failed" : e.code, cause: e });
 }
 
@@ -219,7 +224,7 @@ export async function applyUpdate(opts: {
             skipped.push({ name: t.name, object: t.object, reason: e.message });
           }
         }
-        if (matched.length === 0)
+        if (matched.length === 0 && m.targets.length > 0)
           throw new UserError(
             `no function of update ${m.id} matches the running kernel:\n${skipped.map((x) => x.reason).join("\n")}`,
             { code: "no_match" },
@@ -278,6 +283,8 @@ export async function applyUpdate(opts: {
         undo.push(() => core.remove(m.id));
         await core.reloc(m.id, relocs);
         await core.patch(m.id, patches);
+        for (const h of m.hooks ?? [])
+          await core.hook(m.id, h.kind, (await sec(h.section)) + BigInt(h.offset));
         await core.describe(m.id, m.description);
         opts.log(`applying ${m.id}: ${patches.length} jump(s) under stop_machine`);
         const status = await core.apply(m.id);

@@ -20,6 +20,7 @@ import {
 } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { HOOK_KINDS, type HookKind } from "../update/hooks.js";
 
 /** SYSFS_ROOT is where the core module publishes its files. */
 export const SYSFS_ROOT = "/sys/kernel/ksplice";
@@ -48,20 +49,7 @@ export type CoreErrorCode =
   | "load_failed"
   | "build_failed";
 
-/** HookKind names the points where the module calls an update's hooks (Ksplice's order). */
-export const HOOK_KINDS = [
-  "pre_apply",
-  "check_apply",
-  "apply",
-  "post_apply",
-  "fail_apply",
-  "pre_reverse",
-  "check_reverse",
-  "reverse",
-  "post_reverse",
-  "fail_reverse",
-] as const;
-export type HookKind = (typeof HOOK_KINDS)[number];
+export { HOOK_KINDS, type HookKind };
 
 /** RelocType is an x86-64 relocation type the module can write, by its ELF number. */
 export const RELOC_TYPES = {

@@ -1,9 +1,11 @@
 // Decides what an object's diff means for a live update: which functions are replaced, which
 // are new, which data is new, and which changes cannot be made by replacing code. Those are
-// refused, naming the symbol and the reason (a later issue adds hooks for data changes).
+// refused, naming the symbol and the reason. Hook pointers (update/hooks.ts) are taken out of
+// the new data and listed as hooks.
 
 import type { ObjectDiff, Unit } from "../diff/index.js";
 import { SHF } from "../elf/constants.js";
+import { findHooks, type Hook, isHookData } from "./hooks.js";
 
 /** Refusal is one change that replacing code cannot apply. */
 export interface Refusal {
@@ -20,6 +22,8 @@ export interface ObjectPlan {
   replaced: Array<{ pre: Unit; post: Unit }>;
   added: Unit[];
   addedData: Unit[];
+  /** Functions of the patch the core calls at apply/undo time. */
+  hooks: Hook[];
   refusals: Refusal[];
 }
 
@@ -52,6 +56,10 @@ export function classify(object: string, diff: ObjectDiff): ObjectPlan {
   for (const c of diff.changedData) {
     const sec = c.post.section.name;
     if (COPIED_DATA_SECTIONS.test(sec) || DISCARDED.test(sec)) continue;
+    if (isHookData(c.post)) {
+      refuse(c.post.name, "changes a hook of an update this one stacks on: not supported");
+      continue;
+    }
     if (/^\.data\.\.ro_after_init/.test(sec))
       refuse(c.post.name, `changes __ro_after_init data (${sec}), which is read-only once boot ends`);
     else if (INIT_SECTIONS.test(sec)) refuse(c.post.name, `changes __init data (${sec})`);
@@ -75,16 +83,20 @@ export function classify(object: string, diff: ObjectDiff): ObjectPlan {
   for (const u of diff.addedData)
     if (/^__ksymtab/.test(u.name))
       refuse(u.name.replace(/^__ksymtab_/, ""), "adds an exported symbol (EXPORT_SYMBOL)");
+  const hooks = findHooks(object, diff);
+  refusals.push(...hooks.refusals);
   return {
     object,
     diff,
     replaced,
+    hooks: hooks.hooks,
     added: diff.added.filter((u) => !INIT_SECTIONS.test(u.section.name)),
     addedData: diff.addedData.filter(
       (u) =>
         !/^__ksymtab|^__kstrtab|^__crc_/.test(u.name) &&
         !INIT_SECTIONS.test(u.section.name) &&
-        !DISCARDED.test(u.section.name),
+        !DISCARDED.test(u.section.name) &&
+        !isHookData(u),
     ),
     refusals,
   };

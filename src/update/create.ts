@@ -18,6 +18,7 @@ import { parsePatch } from "../kbuild/patch.js";
 import { openTree } from "../kbuild/tree.js";
 import { classify, type ObjectPlan, type Refusal } from "./classify.js";
 import { type Extraction, extractObject } from "./extract.js";
+import { KSPLICE_PATCH_H } from "./hooks.js";
 import { kernelIdentity } from "./identity.js";
 import { FORMAT_VERSION, type Manifest } from "./manifest.js";
 import { buildUpdateModule, loadExports, moduleName } from "./module.js";
@@ -132,6 +133,8 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
   try {
     view = await pass("open build view", () => BuildView.open(tree, o.log));
     const v = view;
+    // Patches with hooks include it; nothing in the kernel does, so the pre builds are unchanged.
+    v.writeFile("include/linux/ksplice-patch.h", KSPLICE_PATCH_H);
     for (const p of patches.filter((x) => x.applied)) v.applyPatch(p.file, p.name);
     const copy = (dir: string) => {
       for (const obj of objects) v.copyOut(obj, join(work, dir, obj));
@@ -168,7 +171,7 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
         `the patch changes no compiled code in ${objects.join(", ")} (only comments, whitespace, or code the configuration leaves out?): nothing to do`,
         { code: "no_change" },
       );
-    if (useful.every((p) => p.replaced.length === 0))
+    if (useful.every((p) => p.replaced.length === 0 && p.hooks.length === 0))
       throw new UserError(
         `the patch only adds code that nothing running calls (${useful.flatMap((p) => p.added.map((u) => u.name)).join(", ")}): nothing to replace`,
         { code: "no_change" },
@@ -234,7 +237,12 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
           e.ext.extraction.data.map((d) => ({ ...d, object: e.plan.object })),
         ),
         relocations: extracted.flatMap((e) => e.ext.extraction.relocs),
-        hooks: [],
+        hooks: extracted.flatMap((e) =>
+          e.plan.hooks.map((h) => {
+            const f = e.ext.extraction.functions.find((x) => x.name === h.fn.name)!;
+            return { kind: h.kind, symbol: h.fn.name, section: f.section, offset: h.fn.start };
+          }),
+        ),
         files: files.map((f) => ({ path: f.path, sha256: sha256(f.bytes), size: f.bytes.length })),
       };
       const out = join(resolve(o.outputDir), `ksplice-${id}.tar.gz`);

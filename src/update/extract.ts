@@ -64,7 +64,7 @@ const SPECIAL: Record<string, { size: number; anchor: number }> = {
 };
 // Sections whose entries for copied code are deliberately left out.
 const DROPPED =
-  /^\.discard|^\.static_call_sites$|^\.note|^\.comment$|^__ksymtab|^___ksymtab|^__kcrctab|^\.init\.|^\.exit\.|^\.BTF|^\.debug|^\.llvm|^__patchable/;
+  /^\.discard|^\.ksplice_hook\.|^\.static_call_sites$|^\.note|^\.comment$|^__ksymtab|^___ksymtab|^__kcrctab|^\.init\.|^\.exit\.|^\.BTF|^\.debug|^\.llvm|^__patchable/;
 
 function rangeOf(u: Unit) {
   return { start: u.start, end: u.start + Math.max(u.size, 1) };

@@ -2,6 +2,7 @@
 // as JSON (manifest.json at the top of the package). formatVersion changes when a reader
 // of an older version could misunderstand a newer manifest.
 import type { KernelReloc } from "./extract.js";
+import type { HookKind } from "./hooks.js";
 
 /** FORMAT_VERSION is the manifest version this tool writes and reads. */
 export const FORMAT_VERSION = 1;
@@ -43,6 +44,7 @@ export interface Manifest {
   newFunctions: Array<{ name: string; object: string; section: string; size: number }>;
   newData: Array<{ name: string; object: string; section: string; size: number }>;
   relocations: KernelReloc[];
-  hooks: Array<{ kind: string; symbol: string }>;
+  /** Functions of the update module the core calls at a hook point (update/hooks.ts). */
+  hooks: Array<{ kind: HookKind; symbol: string; section: string; offset: number }>;
   files: PackagedFile[];
 }

@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, normalize } from "node:path";
 import * as tar from "tar";
 import { UserError } from "../cli/errors.js";
+import { HOOK_KINDS } from "./hooks.js";
 import { FORMAT_VERSION, type Manifest } from "./manifest.js";
 
 const bad = (msg: string) => new UserError(msg, { code: "bad_package" });
@@ -129,6 +130,9 @@ export function verifyDir(dir: string, name: string): Manifest {
     throw bad(`${name}: manifest has an invalid id ${JSON.stringify(m.id)}`);
   for (const k of ["kernel", "module", "targets", "relocations", "files", "objects"] as const)
     if (m[k] === undefined || m[k] === null) throw bad(`${name}: manifest lacks '${k}'`);
+  for (const h of m.hooks ?? [])
+    if (!HOOK_KINDS.includes(h.kind) || typeof h.section !== "string" || !Number.isInteger(h.offset))
+      throw bad(`${name}: manifest has an invalid hook ${JSON.stringify(h)}`);
   const listed = new Set<string>(["manifest.json"]);
   for (const f of m.files) {
     if (typeof f.path !== "string" || f.path.startsWith("/") || normalize(f.path).split("/").includes(".."))

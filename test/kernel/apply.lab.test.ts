@@ -5,7 +5,9 @@
 //   - uname(2) reports "+ks" (a system call);
 //   - /proc/meminfo says KiB (a static helper inlined into its caller);
 //   - /proc/cmdline gets prefixes from two updates stacked on one function reached through a
-//     function pointer, undone in the right order (the wrong order is refused).
+//     function pointer, undone in the right order (the wrong order is refused);
+//   - /proc/sys/fs/pipe-max-size is raised by an apply hook and restored by a reverse hook
+//     (a data change, with no function replaced), and the post_apply hook logs.
 // Re-applying an applied update is refused; the kernel log has no warning, oops or trace.
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -40,6 +42,7 @@ test("apply, view and undo live updates of the running Debian kernel", { timeout
   const meminfo = await make("meminfo1", join(FIX, "meminfo-inlined-helper.patch"));
   const a = await make("cmdlinea", join(FIX, "cmdline-a.patch"));
   const b = await make("cmdlineb", join(FIX, "cmdline-b.patch"), [join(FIX, "cmdline-a.patch")]);
+  const hooks = await make("pipehook", join(FIX, "pipe-max-size-hooks.patch"));
 
   await withLab(
     async (vm) => {
@@ -103,6 +106,15 @@ test("apply, view and undo live updates of the running Debian kernel", { timeout
       await ok(vm, "ksplice undo cmdlinea");
       assert.equal((await ok(vm, "cat /proc/cmdline")).trim(), cmdline);
 
+      // Hooks: a data change made at apply time and reverted at undo time.
+      const maxSize = () => ok(vm, "cat /proc/sys/fs/pipe-max-size");
+      assert.equal(await maxSize(), "1048576\n");
+      await ok(vm, `ksplice apply ${hooks}`);
+      assert.equal(await maxSize(), "2097152\n");
+      assert.match(await ok(vm, "dmesg"), /pipe: pipe-max-size is now 2097152/);
+      await ok(vm, "ksplice undo pipehook");
+      assert.equal(await maxSize(), "1048576\n");
+
       assert.equal(await ok(vm, "ksplice view"), "No updates applied.\n");
       assert.deepEqual((await ok(vm, "cut -d' ' -f1 /proc/modules")).trim().split("\n"), ["ksplice"]);
       const log = await ok(vm, "dmesg");
@@ -122,6 +134,8 @@ test("apply, view and undo live updates of the running Debian kernel", { timeout
         "ksplice: Update cmdlinea reverse aborted: module_busy",
         "ksplice: Update cmdlineb reversed successfully",
         "ksplice: Update cmdlinea reversed successfully",
+        "ksplice: Update pipehook applied successfully",
+        "ksplice: Update pipehook reversed successfully",
       ]);
       assert.doesNotMatch(log, /WARNING|Oops|Call Trace|BUG:/);
     },

@@ -1,6 +1,7 @@
 // Safety in Debian's real kernel (QEMU): every refusal leaves the running kernel exactly as it
 // was. In one guest: a task asleep in the function being replaced (and, for undo, in the
-// replacement) makes apply/undo fail with code_busy naming it, then succeed once it has left;
+// replacement) makes apply/undo fail with code_busy naming it (in the output and in the
+// update's conflicts file), then succeed once it has left; a failing check hook rolls back;
 // updates for another kernel, built from other source, or damaged in any of six ways are refused
 // before anything is loaded; a module that fails to load is rolled back; 200 apply/undo cycles
 // under load on every vCPU; non-root users are refused; two applies are serialised by the lock.
@@ -60,6 +61,7 @@ test("refusals and faults leave the running kernel unchanged", { timeout: TIMEOU
   const pipe = await make("pipe0001", join(FIX, "pipe-read-count.patch"));
   // Built as if cmdline-a were live: its pre code is not the running code.
   const mismatch = await make("mism0001", join(FIX, "cmdline-b.patch"), [join(FIX, "cmdline-a.patch")]);
+  const refusing = await make("hookfail", join(FIX, "version-hook-refuses.patch"));
 
   // Damaged packages, made from the good one.
   const good = await openPackage(version);
@@ -145,6 +147,12 @@ test("refusals and faults leave the running kernel unchanged", { timeout: TIMEOU
     code: "load_failed",
     re: /loading the update module ksplice_version1 .* failed/,
   });
+  bad.push({
+    fault: "a check_apply hook fails",
+    path: refusing,
+    code: "call_failed",
+    re: /applying update hookfail aborted: call_failed: a pre or check hook of the update returned an error/,
+  });
   good.close();
 
   // A reader for the load test: counts /proc/version outputs that are neither old nor new.
@@ -223,6 +231,14 @@ echo "$n $bad" > /tmp/reader.$$
       assert.equal((await sh("echo hi | cat")).out, "hi\n");
       rows.push({ fault: "same apply once the task left", tries: 1, outcome: "applied", unchanged: "n/a" });
       pid = await sleeper();
+      // The core's own interface names it too, in the update's conflicts file.
+      const stage = await sh("echo reversed > /sys/kernel/ksplice/pipe0001/stage");
+      assert.notEqual(stage.code, 0);
+      assert.match(
+        await ok("cat /sys/kernel/ksplice/pipe0001/conflicts"),
+        new RegExp(`^cat ${pid} pipe_read\\+0x[0-9a-f]+/0x[0-9a-f]+ \\[ksplice_pipe0001\\]$`, "m"),
+      );
+      assert.equal((await ok("cat /sys/kernel/ksplice/pipe0001/abort_cause")).trim(), "code_busy");
       const busyUndo = await sh("ksplice undo --raw-errors pipe0001");
       assert.equal(busyUndo.err.split("\n")[0], "code_busy", busyUndo.err);
       assert.match(
@@ -343,6 +359,8 @@ done; echo "$ok $busy $other"`);
       assert.equal(await text(), pristine);
       const log = await ok("dmesg");
       assert.doesNotMatch(log, /WARNING|Oops|Call Trace|BUG:/);
+      // The refusing update's fail_apply hook ran when its check hook failed.
+      assert.match(log, /ksplice demo: apply failed, as its check hook asked/);
     },
     { paths: lab, withPaths: [out], smp: 2 },
   );
