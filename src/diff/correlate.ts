@@ -3,6 +3,7 @@
 // candidates with one canonical name, identical content (checksum), then numbering order.
 // What stays unpaired is new (post only) or removed (pre only).
 import { createHash } from "node:crypto";
+import { groupBy } from "../collections.js";
 import { cloneNumbers } from "./names.js";
 import type { ObjectUnits, Target, Unit } from "./units.js";
 
@@ -36,17 +37,6 @@ export function checksum(u: Unit): string {
   }
   h.update(masked);
   return `${u.kind}:${u.size}:${h.digest("hex")}`;
-}
-
-function groupBy<T>(items: T[], key: (t: T) => string): Map<string, T[]> {
-  const m = new Map<string, T[]>();
-  for (const it of items) {
-    const k = key(it);
-    const list = m.get(k);
-    if (list) list.push(it);
-    else m.set(k, [it]);
-  }
-  return m;
 }
 
 function byNumbering(a: Unit, b: Unit): number {

@@ -3,6 +3,7 @@
 // kernel's kallsyms derives them (distance to the next higher address in the same image), which
 // is what the core module checks a plan's FSIZE against.
 import { readFileSync } from "node:fs";
+import { groupBy } from "../collections.js";
 import { ElfFile } from "../elf/reader.js";
 
 /** KallsymsEntry is one line of /proc/kallsyms. */
@@ -103,15 +104,4 @@ export function readKernelBytes(addr: bigint, length: number, kcore = "/proc/kco
   } finally {
     elf.close();
   }
-}
-
-function groupBy<K, T>(items: T[], key: (t: T) => K): Map<K, T[]> {
-  const m = new Map<K, T[]>();
-  for (const it of items) {
-    const k = key(it);
-    const list = m.get(k);
-    if (list) list.push(it);
-    else m.set(k, [it]);
-  }
-  return m;
 }

@@ -266,21 +266,7 @@ export function extractObject(opts: {
     local: boolean,
     preSymbol: string,
   ) => {
-    // Unused alternative replacements are never copied into code: their fields can stay unset.
-    if (sectionNameOf(ref).startsWith(".altinstr_replacement")) {
-      altKernel.push({
-        section: ".altinstr_replacement",
-        offset,
-        type: relocTypeName(type),
-        addend: addend.toString(),
-        symbol,
-        local,
-        object,
-        preSymbol,
-      });
-      return;
-    }
-    relocs.push({
+    const rec: KernelReloc = {
       section: sectionNameOf(ref),
       offset,
       type: relocTypeName(type),
@@ -289,7 +275,11 @@ export function extractObject(opts: {
       local,
       object,
       preSymbol,
-    });
+    };
+    // Unused alternative replacements are never copied into code: their fields can stay unset.
+    if (rec.section.startsWith(".altinstr_replacement"))
+      altKernel.push({ ...rec, section: ".altinstr_replacement" });
+    else relocs.push(rec);
   };
 
   // Copy relocations of every included section; routing can pull in more sections.

@@ -355,6 +355,19 @@ done; echo "$ok $busy $other"`);
         outcome: "waited, then applied",
         unchanged: "n/a",
       });
+      // Two real applies started together: one waits for the other, both go in.
+      const both = await ok(
+        `ksplice apply ${version} >/tmp/a1.out 2>&1 & a=$!; ksplice apply ${pipe} >/tmp/a2.out 2>&1 & b=$!; wait $a; ra=$?; wait $b; echo "$ra $?"`,
+      );
+      assert.equal(both.trim(), "0 0", await ok("cat /tmp/a1.out /tmp/a2.out"));
+      assert.match(await ok("ksplice view"), /(version1[^]*pipe0001|pipe0001[^]*version1)/);
+      await ok("ksplice undo version1 && ksplice undo pipe0001");
+      rows.push({
+        fault: "two applies started at once",
+        tries: 1,
+        outcome: "serialised, both applied",
+        unchanged: "n/a",
+      });
 
       assert.equal(await text(), pristine);
       const log = await ok("dmesg");
