@@ -361,7 +361,8 @@ export class Core {
       const st = await this.status(id).catch(() => undefined);
       if (st && st.abortCause !== "none" && st.stage !== to) {
         const list = st.conflicts.length ? `: ${st.conflicts.join("; ")}` : "";
-        throw new CoreError(st.abortCause, `${verb} update ${id} aborted: ${st.abortCause}${list}`, {
+        const tries = st.abortCause === "code_busy" && st.tries > 1 ? ` after ${st.tries} attempts` : "";
+        throw new CoreError(st.abortCause, `${verb} update ${id} aborted${tries}: ${st.abortCause}${list}`, {
           conflicts: st.conflicts,
           cause: err,
         });

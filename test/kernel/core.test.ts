@@ -188,7 +188,7 @@ test("apply returns the status; an abort becomes a CoreError with the cause and 
   await assert.rejects(core.reverse("u1"), (e: CoreError) => {
     assert.equal(e.code, "code_busy");
     assert.deepEqual(e.conflicts, ["cat 81 ksplice_new_cmdline_show+0x10/0x2a [ksplice_u1]"]);
-    assert.match(e.message, /reversing update u1 aborted: code_busy: cat 81/);
+    assert.match(e.message, /reversing update u1 aborted after 5 attempts: code_busy: cat 81/);
     return true;
   });
 });

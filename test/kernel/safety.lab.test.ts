@@ -215,7 +215,7 @@ echo "$n $bad" > /tmp/reader.$$
       assert.match(
         busy.err,
         new RegExp(
-          `code_busy: the code is in use by cat \\(pid ${pid}\\) in pipe_read\\+0x[0-9a-f]+/0x[0-9a-f]+`,
+          `aborted after 5 attempts: code_busy: the code is in use by cat \\(pid ${pid}\\) in pipe_read\\+0x[0-9a-f]+/0x[0-9a-f]+`,
         ),
       );
       assert.equal(await text(), pristine);
