@@ -21,9 +21,6 @@ function walk(dir, out) {
 let files = walk(join(root, "dist", "test"), []).sort();
 if (unitOnly) files = files.filter((f) => !f.endsWith(".lab.test.js"));
 if (only.length) files = files.filter((f) => only.some((o) => f.includes(o)));
-// The safety suite (issue 6) hung once in a fresh-clone CI run (an apply stuck after matching,
-// cause not yet found); until that is understood it runs only on request: npm run bench:safety.
-else files = files.filter((f) => !f.endsWith("safety.lab.test.js"));
 // Unit tests first, lab tests (slow, one VM at a time) last.
 files.sort(
   (a, b) => Number(a.endsWith(".lab.test.js")) - Number(b.endsWith(".lab.test.js")) || a.localeCompare(b),

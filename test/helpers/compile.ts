@@ -1,6 +1,6 @@
 // Compiles small C or assembly fixtures with gcc-12 at test time, into a fresh temp dir.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -12,9 +12,19 @@ export const FIXTURE_CFLAGS = [
   "-fno-asynchronous-unwind-tables",
 ];
 
-/** tempDir makes a fresh directory for one test's files. */
+const made: string[] = [];
+// Each test file runs in its own process: its directories go when it exits (set
+// KSPLICE_KEEP_TMP=1 to keep them for a post-mortem).
+process.on("exit", () => {
+  if (process.env.KSPLICE_KEEP_TMP) return;
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
+/** tempDir makes a fresh directory for one test's files, removed when the test process exits. */
 export function tempDir(prefix = "ksplice-test-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  made.push(d);
+  return d;
 }
 
 /** compileC writes `source` to NAME.c in dir and compiles it to NAME.o; returns the object path. */

@@ -9,6 +9,7 @@
 // before and after, and no ksplice_ module may stay loaded. The table of faults is printed at
 // the end (`npm run bench:safety` runs just this file).
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -155,19 +156,15 @@ test("refusals and faults leave the running kernel unchanged", { timeout: TIMEOU
   });
   good.close();
 
-  // A reader for the load test: counts /proc/version outputs that are neither old nor new.
-  writeFileSync(
-    join(out, "reader.sh"),
-    `#!/bin/sh
-old="$1"; new="$2"; n=0; bad=0
-while [ ! -e /tmp/stop ]; do
-  v="$(cat /proc/version)"
-  if [ "$v" != "$old" ] && [ "$v" != "$new" ]; then bad=$((bad+1)); fi
-  n=$((n+1))
-done
-echo "$n $bad" > /tmp/reader.$$
-`,
-  );
+  // The load: a static reader of /proc/version in a tight loop, counting texts neither old nor new.
+  const reader = join(out, "version-reader");
+  execFileSync("gcc-12", [
+    "-O2",
+    "-static",
+    "-o",
+    reader,
+    join(REPO, "test/kernel/fixtures/version-reader.c"),
+  ]);
   const rows: Row[] = [];
   await withLab(
     async (vm) => {
@@ -304,11 +301,12 @@ echo "$n $bad" > /tmp/reader.$$
       console.error("safety: 6. Load:");
       // 6. Load: readers on every vCPU while 200 apply/undo cycles run.
       await ok("echo 10 > /sys/module/ksplice/parameters/retry_interval_ms");
-      const oldV = (await ok("ksplice undo version1 >/dev/null; cat /proc/version")).trim();
-      await ok(`ksplice apply ${version} >/dev/null`);
-      const newV = (await ok("cat /proc/version")).trim();
+      await ok("ksplice undo version1 >/dev/null; cat /proc/version > /tmp/old.txt");
+      await ok(`ksplice apply ${version} >/dev/null; cat /proc/version > /tmp/new.txt`);
+      assert.notEqual(await ok("cat /tmp/old.txt"), await ok("cat /tmp/new.txt"));
+      // Two readers per vCPU, each calling version_proc_show as fast as it can.
       await ok(
-        `rm -f /tmp/stop /tmp/reader.*; for i in 1 2; do setsid sh ${out}/reader.sh '${oldV}' '${newV}' </dev/null >/dev/null 2>&1 & done; true`,
+        `rm -f /tmp/stop /tmp/reader.*; for i in 1 2 3 4; do setsid ${reader} /tmp/old.txt /tmp/new.txt /tmp/stop /tmp/reader.$i </dev/null >/dev/null 2>&1 & done; true`,
       );
       const cycles =
         await ok(`ok=0; busy=0; other=0; d=/sys/kernel/ksplice/version1; for i in $(seq 1 400); do
@@ -317,7 +315,7 @@ echo "$n $bad" > /tmp/reader.$$
   elif [ "$(cat $d/abort_cause)" = code_busy ]; then busy=$((busy+1)); else other=$((other+1)); fi
 done; echo "$ok $busy $other"`);
       await ok(
-        "touch /tmp/stop; for i in $(seq 1 150); do [ $(ls /tmp/reader.* 2>/dev/null | wc -l) -ge 2 ] && break; sleep 0.2; done",
+        "touch /tmp/stop; for i in $(seq 1 150); do [ $(ls /tmp/reader.* 2>/dev/null | wc -l) -ge 4 ] && break; sleep 0.2; done",
       );
       const [okN, busyN, otherN] = cycles.trim().split(" ").map(Number);
       assert.equal(otherN, 0, "every cycle either succeeds or is code_busy");
@@ -328,9 +326,10 @@ done; echo "$ok $busy $other"`);
         assert.equal(badReads, 0, "a reader saw neither the old nor the new /proc/version");
         reads += n;
       }
+      assert.equal((await ok("ls /tmp/reader.*")).trim().split("\n").length, 4);
       assert.ok(reads > 0);
       rows.push({
-        fault: `200 apply/undo cycles, 2 readers (${reads} reads)`,
+        fault: `200 apply/undo cycles, 4 readers in a tight loop (${reads} reads)`,
         tries: 400,
         outcome: `${okN} ok, ${busyN} code_busy, 0 torn reads`,
         unchanged: "n/a",
