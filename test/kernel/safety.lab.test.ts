@@ -359,7 +359,7 @@ done; echo "$ok $busy $other"`);
         `ksplice apply ${version} >/tmp/a1.out 2>&1 & a=$!; ksplice apply ${pipe} >/tmp/a2.out 2>&1 & b=$!; wait $a; ra=$?; wait $b; echo "$ra $?"`,
       );
       assert.equal(both.trim(), "0 0", await ok("cat /tmp/a1.out /tmp/a2.out"));
-      assert.match(await ok("ksplice view"), /(version1[^]*pipe0001|pipe0001[^]*version1)/);
+      assert.match(await ok("ksplice view"), /version1[\s\S]*pipe0001|pipe0001[\s\S]*version1/);
       await ok("ksplice undo version1 && ksplice undo pipe0001");
       rows.push({
         fault: "two applies started at once",
