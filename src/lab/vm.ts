@@ -424,9 +424,15 @@ export interface QemuSpec {
   append: string;
 }
 
-/** qemuArgs is the qemu-system-x86_64 command line of a lab guest. */
+/**
+ * qemuArgs is the qemu-system-x86_64 command line of a lab guest. Under TCG the CPU model is
+ * `max` unless KSPLICE_LAB_CPU names another (for experiments, e.g. `max,avx=off`).
+ */
 export function qemuArgs(s: QemuSpec): string[] {
-  const cpu = s.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg", "-cpu", "max"];
+  const cpu =
+    s.accel === "kvm"
+      ? ["-accel", "kvm", "-cpu", "host"]
+      : ["-accel", "tcg", "-cpu", process.env.KSPLICE_LAB_CPU ?? "max"];
   return [
     ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
     ...cpu,

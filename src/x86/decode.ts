@@ -2,7 +2,14 @@
 // whole function at once into plain objects (offset, length, kind, branch target), so callers
 // never hold wasm-side Instruction handles, and formats one instruction for error reports.
 import { createRequire } from "node:module";
+import { setFlagsFromString } from "node:v8";
 
+// Keep wasm on V8's baseline compiler: in QEMU/TCG guests (the lab, and any emulated machine)
+// V8's tier-up of hot wasm functions crashed Node about one run in two (segfaults, "Check failed:
+// maybe_code.has_value()" in Runtime_WasmTriggerTierUp, an `unreachable` trap) while the same
+// decoding never failed on hardware; baseline code is fast enough for matching. Set before the
+// module below is compiled.
+setFlagsFromString("--liftoff-only");
 // iced-x86 is CommonJS; load it through require so its wasm initialises synchronously.
 const iced = createRequire(import.meta.url)("iced-x86") as typeof import("iced-x86");
 
