@@ -283,8 +283,7 @@ export async function applyUpdate(opts: {
         undo.push(() => core.remove(m.id));
         await core.reloc(m.id, relocs);
         await core.patch(m.id, patches);
-        for (const h of m.hooks ?? [])
-          await core.hook(m.id, h.kind, (await sec(h.section)) + BigInt(h.offset));
+        for (const h of m.hooks) await core.hook(m.id, h.kind, (await sec(h.section)) + BigInt(h.offset));
         await core.describe(m.id, m.description);
         opts.log(`applying ${m.id}: ${patches.length} jump(s) under stop_machine`);
         const status = await core.apply(m.id);

@@ -20,7 +20,7 @@ import {
 } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { HOOK_KINDS, type HookKind } from "../update/hooks.js";
+import type { HookKind } from "../update/hooks.js";
 
 /** SYSFS_ROOT is where the core module publishes its files. */
 export const SYSFS_ROOT = "/sys/kernel/ksplice";
@@ -48,8 +48,6 @@ export type CoreErrorCode =
   | "not_loaded"
   | "load_failed"
   | "build_failed";
-
-export { HOOK_KINDS, type HookKind };
 
 /** RelocType is an x86-64 relocation type the module can write, by its ELF number. */
 export const RELOC_TYPES = {

@@ -128,9 +128,9 @@ export function verifyDir(dir: string, name: string): Manifest {
     );
   if (typeof m.id !== "string" || !/^[a-z0-9]{1,16}$/.test(m.id))
     throw bad(`${name}: manifest has an invalid id ${JSON.stringify(m.id)}`);
-  for (const k of ["kernel", "module", "targets", "relocations", "files", "objects"] as const)
+  for (const k of ["kernel", "module", "targets", "relocations", "hooks", "files", "objects"] as const)
     if (m[k] === undefined || m[k] === null) throw bad(`${name}: manifest lacks '${k}'`);
-  for (const h of m.hooks ?? [])
+  for (const h of m.hooks)
     if (!HOOK_KINDS.includes(h.kind) || typeof h.section !== "string" || !Number.isInteger(h.offset))
       throw bad(`${name}: manifest has an invalid hook ${JSON.stringify(h)}`);
   const listed = new Set<string>(["manifest.json"]);
