@@ -1,116 +1,252 @@
 // Which built-in objects a patch affects. A changed .c file maps to its object through the
-// Kbuild/Makefile of its directory, evaluated against the tree's .config (obj-y, obj-m,
-// composite objects such as `proc-y += cmdline.o`), and its directory must itself be built
-// in, up to the root Kbuild. A changed header maps to the built-in objects whose sources
+// Kbuild/Makefile that owns its directory, evaluated against the tree's .config (make.ts):
+// obj-y, obj-m, composite objects such as `proc-y += cmdline.o`; its directory must itself be
+// built, up to the root Kbuild. A .c file that other .c files #include maps to their objects. A changed header maps to the built-in objects whose sources
 // depend on it: exactly, from the .cmd dependency files of a built tree, else from the
 // #include lines of the sources (direct, or through a header of the same directory).
+import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, posix } from "node:path";
+import { type Lookup, MakeEval } from "./make.js";
 import type { KernelConfig } from "./tree.js";
 
 /** BuildState says how a source or directory is built: into vmlinux, as a module, or not. */
 export type BuildState = "y" | "m" | "n";
 
-type Vars = Map<string, string[]>;
-
-/** evalMakefile collects the `name += words` assignments of a kbuild Makefile. */
-export function evalMakefile(text: string, config: KernelConfig): Vars {
-  const vars: Vars = new Map();
-  const joined = text.replace(/\\\n/g, " ");
-  for (const raw of joined.split("\n")) {
-    const line = raw.replace(/#.*$/, "");
-    const m = /^\s*([\w.$()/-]+)\s*(\+=|:=|\?=|=)\s*(.*)$/.exec(line);
-    if (!m) continue;
-    // Immediate expansion is enough for the lists kbuild Makefiles build (obj-y += $(mmu-y)).
-    const expand = (s: string) =>
-      s
-        .replace(/\$\((CONFIG_\w+)\)/g, (_, c: string) => config.get(c) ?? "")
-        .replace(/\$\((SRCARCH|ARCH)\)/g, "x86")
-        .replace(/\$\(BITS\)/g, "64")
-        .replace(/\$\(([\w-]+)\)/g, (all, v: string) => (vars.has(v) ? vars.get(v)!.join(" ") : all));
-    const name = expand(m[1]);
-    const words = expand(m[3]).split(/\s+/).filter(Boolean);
-    if (m[2] === ":=" || m[2] === "=") vars.set(name, [...words]);
-    else vars.set(name, [...(vars.get(name) ?? []), ...words]);
-  }
-  return vars;
+/** evalMakefile collects the variables a kbuild Makefile sets, under the tree's configuration. */
+export function evalMakefile(text: string, config: KernelConfig, dir = ""): Map<string, string[]> {
+  const ev = new MakeEval(kbuildLookup(config, dir)).evaluate(text);
+  return new Map([...ev.vars].map(([k, v]) => [k, v.split(/\s+/).filter(Boolean)]));
 }
 
-/** ObjectMap answers build-state questions about one tree, caching parsed Makefiles. */
+/** kbuildLookup answers what kbuild and the configuration define for a Makefile of `dir`. */
+function kbuildLookup(config: KernelConfig, dir: string, extra: Record<string, string> = {}): Lookup {
+  const fixed: Record<string, string> = {
+    SRCARCH: "x86",
+    ARCH: "x86",
+    SUBARCH: "x86",
+    BITS: "64",
+    srctree: ".",
+    objtree: ".",
+    src: dir || ".",
+    obj: dir || ".",
+    CC: "gcc",
+    ...extra,
+  };
+  return (name) => (name.startsWith("CONFIG_") ? (config.get(name) ?? "") : fixed[name]);
+}
+
+const combine = (outer: BuildState, inner: BuildState): BuildState =>
+  outer === "n" || inner === "n" ? "n" : outer === "m" || inner === "m" ? "m" : "y";
+
+/** An object of a kbuild directory and how it is built. */
+export interface SourceObject {
+  object: string;
+  state: BuildState;
+}
+
+/**
+ * ObjectMap answers build-state questions about one tree. A directory is built when an
+ * ancestor's Makefile lists it (obj-y += sub/, or the root's arch directories); an object when
+ * the Makefile that owns its directory lists it, directly or as a member of a composite object
+ * (`proc-y += cmdline.o`, `selinux-y += ss/services.o` from a parent directory). A .c file that
+ * is no object of its own is built through the .c files that #include it.
+ */
 export class ObjectMap {
-  private cache = new Map<string, Vars>();
+  private cache = new Map<string, MakeEval | null>();
+  private includeIndex?: Map<string, string[]>;
+  private ruleIndex?: Map<string, Array<{ dir: string; object: string }>>;
   constructor(
     readonly root: string,
     readonly config: KernelConfig,
   ) {}
 
-  private vars(dir: string): Vars {
+  /** makefile evaluates the Kbuild or Makefile of a directory; null when it has none. */
+  private makefile(dir: string): MakeEval | null {
     let v = this.cache.get(dir);
-    if (!v) {
+    if (v === undefined) {
       const kbuild = join(this.root, dir, "Kbuild");
       const mk = join(this.root, dir, "Makefile");
       const file = existsSync(kbuild) ? kbuild : existsSync(mk) ? mk : undefined;
-      v = file ? evalMakefile(readFileSync(file, "utf8"), this.config) : new Map();
+      v = file
+        ? new MakeEval(kbuildLookup(this.config, dir, dir === "" ? this.archLists() : {})).evaluate(
+            readFileSync(file, "utf8"),
+          )
+        : null;
       this.cache.set(dir, v);
     }
     return v;
   }
 
-  /** dirState tells whether a directory (relative, no trailing slash) is descended into for vmlinux. */
-  dirState(dir: string): BuildState {
-    if (dir === "" || dir === ".") return "y";
-    if (dir === "lib" || dir === "arch/x86/lib") return "y";
-    const parent = posix.dirname(dir) === "." ? "" : posix.dirname(dir);
-    const pv = this.vars(parent);
-    const entry = `${basename(dir)}/`;
-    const has = (k: string) => (pv.get(k) ?? []).includes(entry) || (pv.get(k) ?? []).includes(`${dir}/`);
-    // The root Kbuild names arch/x86/ as a path, not as a child of arch/.
-    const rootHas = (k: string) => (this.vars("").get(k) ?? []).includes(`${dir}/`);
-    const state: BuildState =
-      has("obj-y") || rootHas("obj-y") || has("core-y") || has("libs-y") ? "y" : has("obj-m") ? "m" : "n";
-    if (state === "n" && parent.startsWith("arch/x86") === false && dir.startsWith("arch/x86/")) {
-      // arch/x86/Makefile adds some directories through variables (core-y, libs-y).
-      const arch = this.vars("arch/x86");
-      if ((arch.get("core-y") ?? []).includes(`${dir}/`) || (arch.get("libs-y") ?? []).includes(`${dir}/`))
-        return "y";
-    }
-    if (state === "n") return "n";
-    if (rootHas("obj-y")) return "y";
-    const up = this.dirState(parent);
-    return up === "n" ? "n" : up === "m" || state === "m" ? "m" : "y";
+  /** archLists evaluates arch/x86/Makefile for the directories the root Kbuild takes from it. */
+  private archLists(): Record<string, string> {
+    const arch = new MakeEval(
+      kbuildLookup(this.config, "", { "core-y": "", "drivers-y": "", "libs-y": "lib/" }),
+    );
+    const file = join(this.root, "arch/x86/Makefile");
+    if (existsSync(file)) arch.evaluate(readFileSync(file, "utf8"));
+    const dirs = (k: string) =>
+      arch
+        .list(k)
+        .filter((w) => w.endsWith("/"))
+        .join(" ");
+    return { ARCH_CORE: dirs("core-y"), ARCH_LIB: dirs("libs-y"), ARCH_DRIVERS: dirs("drivers-y") };
   }
 
-  /** objectState tells how `dir/name.o` is built, following composite objects. */
+  private lists(dir: string, key: string): string[] {
+    return this.makefile(dir)?.list(key) ?? [];
+  }
+
+  /** dirState tells whether a directory (relative, no trailing slash) is built, and how. */
+  dirState(dir: string): BuildState {
+    if (dir === "" || dir === ".") return "y";
+    // The nearest ancestor whose Makefile names the directory decides, under its own state.
+    for (let up = parentOf(dir); ; up = parentOf(up)) {
+      const rel = `${up ? dir.slice(up.length + 1) : dir}/`;
+      const state: BuildState = this.lists(up, "obj-y").includes(rel)
+        ? "y"
+        : this.lists(up, "obj-m").includes(rel)
+          ? "m"
+          : "n";
+      if (state !== "n") return combine(this.dirState(up), state);
+      if (up === "") return "n";
+    }
+  }
+
+  /** objectState tells how `dir/obj` (an object path relative to dir) is built. */
   objectState(dir: string, obj: string, depth = 0): BuildState {
-    if (depth > 4) return "n";
-    const v = this.vars(dir);
-    const inList = (k: string) => (v.get(k) ?? []).includes(obj);
+    if (depth > 6) return "n";
+    // Objects belong to the Makefile of their directory, or of the nearest ancestor with one.
+    let owner = dir;
+    let rel = obj;
+    while (owner !== "" && this.makefile(owner) === null) {
+      rel = `${basename(owner)}/${rel}`;
+      owner = parentOf(owner);
+    }
+    const dirState = this.dirState(owner);
+    if (dirState === "n") return "n";
+    const has = (k: string) => this.lists(owner, k).includes(rel);
     let state: BuildState = "n";
-    if (inList("obj-y") || inList("lib-y")) state = "y";
-    else if (inList("obj-m")) state = "m";
+    if (has("obj-y") || has("lib-y")) state = "y";
+    else if (has("obj-m")) state = "m";
     else {
-      for (const [k, list] of v) {
-        const m = /^(.+)-(y|objs)$/.exec(k);
-        if (!m || !list.includes(obj) || m[1] === "obj" || m[1] === "lib") continue;
-        const s = this.objectState(dir, `${m[1]}.o`, depth + 1);
-        if (s === "y") {
+      for (const [k] of this.makefile(owner)?.vars ?? []) {
+        const m = /^(.+)-(y|objs|m)$/.exec(k);
+        if (!m || m[1] === "obj" || m[1] === "lib" || !has(k)) continue;
+        const s = this.objectState(owner, `${m[1]}.o`, depth + 1);
+        // Members listed as name-m belong to a module only.
+        const member: BuildState = m[2] === "m" && s === "y" ? "n" : s;
+        if (member === "y") {
           state = "y";
           break;
         }
-        if (s === "m") state = "m";
+        if (member === "m") state = "m";
       }
     }
-    if (state === "n") return "n";
-    const d = this.dirState(dir);
-    if (d === "n") return "n";
-    return d === "m" ? "m" : state;
+    return combine(dirState, state);
   }
 
-  /** sourceState tells how a .c file (relative path) is built. */
+  /** sourceState tells how a .c file (relative path) is built, as an object of its own. */
   sourceState(path: string): BuildState {
-    const dir = dirname(path) === "." ? "" : dirname(path);
-    return this.objectState(dir, basename(path).replace(/\.c$/, ".o"));
+    return this.objectState(parentOf(path), basename(path).replace(/\.c$/, ".o"));
   }
+
+  /**
+   * objectsOf lists the objects a changed .c file is compiled into: its own object, or, when it
+   * is none, the objects of the .c files that #include it (kernel/sched/build_utility.c
+   * includes cpufreq_schedutil.c), each with its build state.
+   */
+  objectsOf(path: string, seen = new Set<string>()): SourceObject[] {
+    const own = this.sourceState(path);
+    if (own !== "n") return [{ object: objectFor(path), state: own }];
+    if (seen.has(path)) return [];
+    seen.add(path);
+    const out = new Map<string, BuildState>();
+    for (const { dir, object } of this.ruleTargets(path)) {
+      const st = this.objectState(dir, object);
+      if (st !== "n") out.set(`${dir ? `${dir}/` : ""}${object}`, st);
+    }
+    for (const includer of this.includers(path))
+      for (const o of this.objectsOf(includer, seen)) {
+        const had = out.get(o.object);
+        out.set(o.object, had === "y" || o.state === "y" ? "y" : o.state);
+      }
+    return [...out]
+      .map(([object, state]) => ({ object, state }))
+      .sort((a, b) => a.object.localeCompare(b.object));
+  }
+
+  /**
+   * ruleTargets lists objects that a Makefile builds from `path` by a rule of its own
+   * (`$(obj)/relo_core.o: $(srctree)/tools/lib/bpf/relo_core.c` in kernel/bpf/Makefile).
+   */
+  private ruleTargets(path: string): Array<{ dir: string; object: string }> {
+    if (!this.ruleIndex) {
+      this.ruleIndex = new Map();
+      const r = spawnSync(
+        "grep",
+        [
+          "-rnE",
+          "--include=Makefile",
+          "--include=Kbuild",
+          ...["Documentation", "tools", "samples", "scripts", ".git", "debian"].map(
+            (d) => `--exclude-dir=${d}`,
+          ),
+          "^\\$\\(obj\\)/[^:]+\\.o\\s*:[^=]*\\.c\\b",
+          ".",
+        ],
+        { cwd: this.root, encoding: "utf8", maxBuffer: 64 << 20 },
+      );
+      for (const line of (r.stdout ?? "").split("\n")) {
+        const m = /^\.\/(.+?)\/(?:Makefile|Kbuild):\d+:\$\(obj\)\/(\S+\.o)\s*:(.*)$/.exec(line);
+        if (!m) continue;
+        const [, dir, object, prereqs] = m;
+        for (const p of prereqs.split(/\s+/).filter((w) => w.endsWith(".c"))) {
+          const src = p.replace(/^\$\(srctree\)\//, "").replace(/^\$\(obj\)\//, `${dir}/`);
+          const list = this.ruleIndex.get(posix.normalize(src)) ?? [];
+          list.push({ dir, object });
+          this.ruleIndex.set(posix.normalize(src), list);
+        }
+      }
+    }
+    return this.ruleIndex.get(path) ?? [];
+  }
+
+  /** includers lists the .c files of the tree that #include the .c file `path`. */
+  private includers(path: string): string[] {
+    if (!this.includeIndex) {
+      this.includeIndex = new Map();
+      // One grep over the tree, on first need; the kernel has a few hundred such lines.
+      const r = spawnSync(
+        "grep",
+        [
+          "-rnE",
+          "--include=*.c",
+          ...["Documentation", "tools", "samples", "scripts", ".git", "debian"].map(
+            (d) => `--exclude-dir=${d}`,
+          ),
+          '^\\s*#\\s*include\\s*["<][^">]*\\.c[">]',
+          ".",
+        ],
+        { cwd: this.root, encoding: "utf8", maxBuffer: 64 << 20 },
+      );
+      for (const line of (r.stdout ?? "").split("\n")) {
+        const m = /^\.\/(.+?):\d+:\s*#\s*include\s*["<]([^">]+)[">]/.exec(line);
+        if (!m) continue;
+        const includer = m[1];
+        const target = posix.normalize(posix.join(posix.dirname(includer), m[2]));
+        const list = this.includeIndex.get(target) ?? [];
+        list.push(includer);
+        this.includeIndex.set(target, list);
+      }
+    }
+    return this.includeIndex.get(path) ?? [];
+  }
+}
+
+function parentOf(dir: string): string {
+  const d = posix.dirname(dir);
+  return d === "." ? "" : d;
 }
 
 /** objectFor maps `dir/file.c` to `dir/file.o`. */
