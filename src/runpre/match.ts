@@ -59,9 +59,15 @@ type Fact =
   | { kind: "base"; obj: PreObject; section: ElfSection; addr: bigint; why: string }
   | { kind: "global"; name: string; addr: bigint; why: string };
 
+/**
+ * Miss is why one candidate place did not match: the running code differs (`code`), a
+ * reference in it points elsewhere than the rest of the match says (`reference`), or ksplice
+ * cannot compare this code (`limit`: a limitation of ours, not a fault of the update).
+ */
 interface Miss {
   at: number;
   reason: string;
+  kind: "code" | "reference" | "limit";
 }
 
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
@@ -134,9 +140,14 @@ export class RunPre {
         tried.length > 1
           ? ` (${tried.length} copies in kallsyms; the closest, at ${hex(best.addr)})`
           : ` at ${hex(best.addr)}`;
+      const advice =
+        miss.kind === "limit"
+          ? "ksplice cannot compare this code yet; this is a limitation of ksplice, not a fault of the update."
+          : miss.kind === "code"
+            ? "The running code differs from the update's pre build: build the update from the exact source and configuration of this kernel."
+            : "The running code refers elsewhere than the update's pre build does.";
       throw new UserError(
-        `run-pre: ${unit.name} (${obj.name}) does not match the running kernel${where}: at +${hex(miss.at)} ${miss.reason}. ` +
-          "The update was built from a source tree that differs from the running kernel's; rebuild it from the exact source of this kernel.",
+        `run-pre: ${unit.name} (${obj.name}) does not match the running kernel${where}: at +${hex(miss.at)} ${miss.reason}. ${advice}`,
         { code: "no_match" },
       );
     }
@@ -197,7 +208,7 @@ export class RunPre {
    */
   private compare(obj: PreObject, unit: Unit, addr: bigint): Accepted | { miss: Miss } {
     const head = this.read(addr, 10);
-    if (!head) return { miss: { at: 0, reason: "cannot be read from live memory" } };
+    if (!head) return { miss: { at: 0, reason: "cannot be read from live memory", kind: "limit" } };
     const sites = this.sitesIn(obj, unit);
     const entrySite = sites.find((s) => s.offset === 0 && s.table === "__mcount_loc");
     const at = entrySite ? 5 : 0;
@@ -208,7 +219,7 @@ export class RunPre {
         if ("miss" in res)
           return {
             miss: {
-              at: res.miss.at,
+              ...res.miss,
               reason: `${res.miss.reason} (in the replacement code of an earlier update, at ${hex(dest)})`,
             },
           };
@@ -242,9 +253,17 @@ export class RunPre {
     if (liveSize > 1n << 20n) liveSize = BigInt(unit.size) + 64n;
     const live = this.read(addr, Number(liveSize));
     if (!live)
-      return { miss: { at: 0, reason: `${liveSize} bytes at ${hex(addr)} cannot be read from live memory` } };
+      return {
+        miss: {
+          at: 0,
+          reason: `${liveSize} bytes at ${hex(addr)} cannot be read from live memory`,
+          kind: "limit",
+        },
+      };
     const facts: Fact[] = [];
-    const miss = (at: number, reason: string) => ({ miss: { at, reason } });
+    const miss = (at: number, reason: string, kind: Miss["kind"] = "reference") => ({
+      miss: { at, reason, kind },
+    });
     const learn = (f: Fact): string | undefined => {
       const known = f.kind === "base" ? this.knownBase(f.obj, f.section) : this.globals.get(f.name);
       if (known !== undefined)
@@ -291,25 +310,29 @@ export class RunPre {
       map.set(po, lo);
       while (si < sites.length && sites[si].offset < po) si++;
       const site = sites[si]?.offset === po ? sites[si] : undefined;
-      if (site) {
+      // A site shorter than its instruction (a lock prefix, .smp_locks) is a part of it that may
+      // differ: the rest is compared as usual. Longer sites are skipped whole.
+      const inner = site && site.length !== undefined && site.length < p.length ? site.length : 0;
+      if (site && !inner) {
         const len = site.length ?? p.length;
-        if (lo + len > live.length) return miss(po, "the running code ends early");
+        if (lo + len > live.length) return miss(po, "the running code ends early", "code");
         lo += len;
         const end = po + len;
         while (pi < pre.length && pre[pi].offset < end) pi++;
         if (pi < pre.length && pre[pi].offset !== end)
-          return miss(po, `a ${site.table} site of ${len} bytes ends inside an instruction`);
+          return miss(po, `a ${site.table} site of ${len} bytes ends inside an instruction`, "limit");
         continue;
       }
       while (ri < relocs.length && relocs[ri].offset < po) ri++;
       const rs: UnitReloc[] = [];
       for (let k = ri; k < relocs.length && relocs[k].offset < po + p.length; k++) rs.push(relocs[k]);
       const l = decodeAt(live, lo);
-      if (!l) return miss(po, `expected ${format(unit.bytes, po)}, but the running code ends`);
+      if (!l) return miss(po, `expected ${format(unit.bytes, po)}, but the running code ends`, "code");
       const differs = () => `expected ${format(unit.bytes, po)}, found ${format(live, lo, addr)}`;
-      if (p.invalid) return miss(po, "the pre code does not decode");
+      if (p.invalid) return miss(po, "the pre code does not decode", "limit");
       if (p.branch === "jmp" || p.branch === "jcc" || p.branch === "call") {
-        if (l.branch !== p.branch || l.mnemonic !== p.mnemonic || l.cc !== p.cc) return miss(po, differs());
+        if (l.branch !== p.branch || l.mnemonic !== p.mnemonic || l.cc !== p.cc)
+          return miss(po, differs(), "code");
         const liveTarget = addr + BigInt(lo) + (l.target! - BigInt(lo));
         const r = rs.find((x) => relocInfo(x.type)?.pcRelative);
         if (r) {
@@ -332,16 +355,16 @@ export class RunPre {
           }
         }
       } else {
-        if (l.length !== p.length) return miss(po, differs());
-        for (let k = 0; k < p.length; k++) {
+        if (l.length !== p.length) return miss(po, differs(), "code");
+        for (let k = inner; k < p.length; k++) {
           const inField = rs.some((r) => po + k >= r.offset && po + k < r.offset + r.size);
-          if (!inField && unit.bytes[po + k] !== live[lo + k]) return miss(po, differs());
+          if (!inField && unit.bytes[po + k] !== live[lo + k]) return miss(po, differs(), "code");
         }
         for (const r of rs) {
           if (r.type === R_X86_64.NONE || r.size === 0) continue;
           const info = relocInfo(r.type);
           if (!info || (r.size !== 4 && r.size !== 8))
-            return miss(po, `relocation type ${r.type} cannot be checked`);
+            return miss(po, `relocation type ${r.type} cannot be checked`, "limit");
           const fo = lo + (r.offset - po);
           const buf = Buffer.from(live.buffer, live.byteOffset, live.byteLength);
           let v =

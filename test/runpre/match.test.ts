@@ -73,6 +73,14 @@ int rescale(int x)
 {
 	return scale(x) ^ x;
 }
+
+/* The kernel's LOCK_PREFIX: the prefix's address goes to .smp_locks, which the kernel rewrites
+ * to a DS prefix (3e) on a machine with one CPU. */
+void bump(void)
+{
+	asm volatile(".pushsection .smp_locks,\\"a\\"\\n.balign 4\\n.long 671f - .\\n.popsection\\n"
+		     "671:\\n\\tlock; incl %0" : "+m"(counter));
+}
 `;
 
 const OBJ = "lib/fixture.o";
@@ -337,6 +345,25 @@ test("addressOf: statics from the learned section bases, globals from kallsyms",
   // Globals defined elsewhere.
   assert.equal(rp.addressOf(OBJ, "ext_var", false), EXTERNS.ext_var);
   assert.equal(rp.addressOf(OBJ, "ext_fn", false), EXTERNS.ext_fn);
+});
+
+test("a lock prefix is matched whether the kernel kept it (SMP) or made it a DS prefix (one CPU)", () => {
+  const sites = elf.relocations(section(".smp_locks")).map((r) => {
+    const s = elf.symbols[r.sym];
+    return new FakeKernel().bases.get(s.shndx)! + s.value + r.addend;
+  });
+  assert.equal(sites.length, 1);
+  const smp = new FakeKernel();
+  assert.equal(smp.read(sites[0], 1)[0], 0xf0);
+  assert.equal(smp.runPre().matchFunction(OBJ, "bump").addr, smp.addr("bump"));
+  const up = new FakeKernel();
+  up.write(sites[0], [0x3e]);
+  assert.equal(up.runPre().matchFunction(OBJ, "bump").addr, up.addr("bump"));
+  // Any other byte there is a difference in the code.
+  const other = new FakeKernel();
+  other.write(sites[0] + 1n, [0xfe]);
+  const e = userError(() => other.runPre().matchFunction(OBJ, "bump"), "no_match");
+  assert.match(e.message, /The running code differs from the update's pre build/);
 });
 
 test("a changed instruction in the running code is no_match, naming the instruction", () => {
