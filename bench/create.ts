@@ -15,7 +15,7 @@ const PATCHES = [
   "test/update/fixtures/cmdline-a.patch",
   "test/update/fixtures/uname-syscall.patch",
 ];
-const PASSES = ["build pre", "build pre (sections)", "build post (sections)", "build module"];
+const PASSES = ["build pre", "build pre and post (sections)", "build module"];
 
 noteOtherGuests("at the start");
 const lab = await prepareLab();

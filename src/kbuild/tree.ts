@@ -48,6 +48,8 @@ export function openTree(dir: string): KernelTree {
   need("include/generated/utsrelease.h", "'make prepare' has not run");
   need("scripts/basic/fixdep", "'make prepare' has not run");
   const config = parseConfig(readFileSync(join(dir, ".config"), "utf8"));
+  // Object builds use the tree's objtool as it is (kbuild/build.ts PREBUILT_TOOLS).
+  if (config.get("CONFIG_OBJTOOL") === "y") need("tools/objtool/objtool", "'make prepare' has not run");
   // UTS_RELEASE is what compiled code embeds; prepare may have run with KERNELRELEASE=.
   const uts = /#define UTS_RELEASE "([^"]+)"/.exec(
     readFileSync(join(dir, "include/generated/utsrelease.h"), "utf8"),

@@ -303,7 +303,7 @@ async function buildEntry(
 }
 
 /** ensureDebs makes debsDir hold each package with the registry's checksum, downloading what is missing or corrupt. */
-async function ensureDebs(
+export async function ensureDebs(
   debsDir: string,
   debs: DebInfo[],
   log: (l: string) => void,
@@ -403,7 +403,7 @@ function fixHeaders(tmp: string, finalRoot: string, release: string, abi: string
 }
 
 /** unpackSource streams the tarball out of the .deb into `tar -xJ`, reporting progress by compressed bytes. */
-async function unpackSource(
+export async function unpackSource(
   deb: string,
   series: string,
   dest: string,

@@ -1,6 +1,7 @@
 // Decides what an object's diff means for a live update: which functions are replaced, which
 // are new, which data is new, and which changes cannot be made by replacing code. Those are
-// refused, naming the symbol and the reason. Hook pointers (update/hooks.ts) are taken out of
+// refused, naming the symbol and the reason. Changes to __init/__exit code and data cannot
+// matter to a running kernel (that code ran at boot, or never runs): they are left out, named. Hook pointers (update/hooks.ts) are taken out of
 // the new data and listed as hooks.
 
 import type { ObjectDiff, Unit } from "../diff/index.js";
@@ -9,6 +10,13 @@ import { findHooks, type Hook, isHookData } from "./hooks.js";
 
 /** Refusal is one change that replacing code cannot apply. */
 export interface Refusal {
+  object: string;
+  symbol: string;
+  reason: string;
+}
+
+/** Ignored is a change that cannot matter to the running kernel (code that ran at boot). */
+export interface Ignored {
   object: string;
   symbol: string;
   reason: string;
@@ -25,9 +33,21 @@ export interface ObjectPlan {
   /** Functions of the patch the core calls at apply/undo time. */
   hooks: Hook[];
   refusals: Refusal[];
+  /** Changes to __init/__exit code and data: left out, and said so. */
+  ignored: Ignored[];
 }
 
-const INIT_SECTIONS = /^\.(init|exit)\.(text|data|rodata)|^\.(ref|meminit)\.text/;
+// Sections the kernel frees after boot or never keeps in built-in code: __init/__exit code and
+// data, the initcall and exitcall tables. (.ref.text is ordinary text. __meminit code stays
+// when memory hotplug is configured, as on Debian's kernels: it is init code only without.)
+const INIT_SECTIONS = /^\.(init|exit)\.|^\.(initcall|exitcall|con_initcall)[^/]*$/;
+const MEMINIT_SECTIONS = /^\.meminit\./;
+
+/** ClassifyOptions are the facts of the kernel's configuration that classify needs. */
+export interface ClassifyOptions {
+  /** CONFIG_MEMORY_HOTPLUG: __meminit code and data are kept after boot. */
+  memoryHotplug: boolean;
+}
 // Sections whose code must not be patched: it runs where a jump cannot be trusted.
 const NO_PATCH_SECTIONS = /^\.(noinstr|entry)\.text|^\.cpuidle\.text|^\.head\.text|^\.static_call\.text/;
 // Data that is per-call-site bookkeeping, copied with the code that uses it: a change is not refused.
@@ -36,19 +56,34 @@ const COPIED_DATA_SECTIONS = /^__dyndbg|^\.rodata\.__func__|^__tracepoint_str/;
 // Sections the kernel's linker script throws away (build-time markers, e.g. .discard.addressable).
 const DISCARDED = /^\.discard/;
 
+/** initReason says why a change in an __init/__exit section cannot reach the running kernel. */
+function initReason(section: string, what: "changes" | "adds"): string {
+  return /^\.exit\./.test(section)
+    ? `${what} __exit code or data (${section}), which never runs in code built into the kernel`
+    : `${what} __init code or data (${section}), which ran at boot and was freed`;
+}
+
 function isWritable(u: Unit): boolean {
   return (u.section.flags & BigInt(SHF.WRITE)) !== 0n;
 }
 
 /** classify turns an object's diff into a plan, collecting refusals instead of throwing. */
-export function classify(object: string, diff: ObjectDiff): ObjectPlan {
+export function classify(
+  object: string,
+  diff: ObjectDiff,
+  opts: ClassifyOptions = { memoryHotplug: true },
+): ObjectPlan {
+  const INIT = {
+    test: (sec: string) => INIT_SECTIONS.test(sec) || (!opts.memoryHotplug && MEMINIT_SECTIONS.test(sec)),
+  };
   const refusals: Refusal[] = [];
   const refuse = (symbol: string, reason: string) => refusals.push({ object, symbol, reason });
+  const ignored: Ignored[] = [];
+  const ignore = (symbol: string, reason: string) => ignored.push({ object, symbol, reason });
   const replaced: ObjectPlan["replaced"] = [];
   for (const c of diff.changed) {
     const sec = c.pre.section.name;
-    if (INIT_SECTIONS.test(sec))
-      refuse(c.post.name, `changes __init/__exit code (${sec}), which has run already or is freed`);
+    if (INIT.test(sec)) ignore(c.post.name, initReason(sec, "changes"));
     else if (NO_PATCH_SECTIONS.test(sec))
       refuse(c.post.name, `changes code in ${sec}, which cannot be patched safely`);
     else replaced.push({ pre: c.pre, post: c.post });
@@ -62,7 +97,7 @@ export function classify(object: string, diff: ObjectDiff): ObjectPlan {
     }
     if (/^\.data\.\.ro_after_init/.test(sec))
       refuse(c.post.name, `changes __ro_after_init data (${sec}), which is read-only once boot ends`);
-    else if (INIT_SECTIONS.test(sec)) refuse(c.post.name, `changes __init data (${sec})`);
+    else if (INIT.test(sec)) ignore(c.post.name, initReason(sec, "changes"));
     else if (c.pre.size !== c.post.size)
       refuse(
         c.post.name,
@@ -71,15 +106,14 @@ export function classify(object: string, diff: ObjectDiff): ObjectPlan {
     else
       refuse(
         c.post.name,
-        `changes initialised data (${c.difference.reason} at +0x${c.difference.offset.toString(16)}): the running kernel's value would not change${isWritable(c.post) ? " and may have been modified since boot" : ""}`,
+        `changes initialised data (${c.difference.reason} at +0x${c.difference.offset.toString(16)}): replacing code does not change the running kernel's value of ${c.post.name}${isWritable(c.post) ? ", which may have been modified since boot" : ""}; set it from a ksplice_apply hook instead (README: Hooks)`,
       );
   }
   const exported = (u: Unit) => diff.pre.units.some((x) => x.name === `__ksymtab_${u.name}`);
   for (const u of diff.removed)
     if (u.global && exported(u)) refuse(u.name, "removes an exported symbol that modules may use");
-  for (const u of diff.added)
-    if (INIT_SECTIONS.test(u.section.name))
-      refuse(u.name, `adds __init code (${u.section.name}), which would never run`);
+  for (const u of [...diff.added, ...diff.addedData])
+    if (INIT.test(u.section.name)) ignore(u.name, initReason(u.section.name, "adds"));
   for (const u of diff.addedData)
     if (/^__ksymtab/.test(u.name))
       refuse(u.name.replace(/^__ksymtab_/, ""), "adds an exported symbol (EXPORT_SYMBOL)");
@@ -90,14 +124,15 @@ export function classify(object: string, diff: ObjectDiff): ObjectPlan {
     diff,
     replaced,
     hooks: hooks.hooks,
-    added: diff.added.filter((u) => !INIT_SECTIONS.test(u.section.name)),
+    added: diff.added.filter((u) => !INIT.test(u.section.name)),
     addedData: diff.addedData.filter(
       (u) =>
         !/^__ksymtab|^__kstrtab|^__crc_/.test(u.name) &&
-        !INIT_SECTIONS.test(u.section.name) &&
+        !INIT.test(u.section.name) &&
         !DISCARDED.test(u.section.name) &&
         !isHookData(u),
     ),
     refusals,
+    ignored,
   };
 }

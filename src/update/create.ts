@@ -16,7 +16,7 @@ import { BuildView, SECTION_FLAGS } from "../kbuild/build.js";
 import { dependentsFromCmdFiles, ObjectMap, objectFor, sourcesIncluding } from "../kbuild/objects.js";
 import { parsePatch } from "../kbuild/patch.js";
 import { openTree } from "../kbuild/tree.js";
-import { classify, type ObjectPlan, type Refusal } from "./classify.js";
+import { classify, type Ignored, type ObjectPlan, type Refusal } from "./classify.js";
 import { type Extraction, extractObject } from "./extract.js";
 import { KSPLICE_PATCH_H } from "./hooks.js";
 import { kernelIdentity } from "./identity.js";
@@ -129,48 +129,73 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
   );
 
   const work = mkdtempSync(join(tmpdir(), `ksplice-create-${id}-`));
-  let view: BuildView | undefined;
+  const views: BuildView[] = [];
   try {
-    view = await pass("open build view", () => BuildView.open(tree, o.log));
-    const v = view;
-    // Patches with hooks include it; nothing in the kernel does, so the pre builds are unchanged.
-    v.writeFile("include/linux/ksplice-patch.h", KSPLICE_PATCH_H);
-    for (const p of patches.filter((x) => x.applied)) v.applyPatch(p.file, p.name);
-    const copy = (dir: string) => {
+    const fresh = patches.filter((x) => !x.applied);
+    const pre = await pass("open build view", () => {
+      const v = BuildView.open(tree, o.log);
+      views.push(v);
+      // Patches with hooks include it; nothing in the kernel does, so the pre builds are unchanged.
+      v.writeFile("include/linux/ksplice-patch.h", KSPLICE_PATCH_H);
+      for (const p of patches.filter((x) => x.applied)) v.applyPatch(p.file, p.name);
+      for (const p of fresh) v.checkPatch(p.file, p.name); // refuse a patch that does not apply before building
+      return v;
+    });
+    const copy = (v: BuildView, dir: string) => {
       for (const obj of objects) v.copyOut(obj, join(work, dir, obj));
     };
     await pass("build pre", async () => {
-      await v.make(objects, "", o.signal);
-      copy("pre");
+      await pre.make(objects, "", o.signal);
+      copy(pre, "pre");
     });
-    await pass("build pre (sections)", async () => {
-      v.overrideJumpLabels();
-      await v.make(objects, SECTION_FLAGS, o.signal);
-      copy("prefs");
+    // The diffed builds, unpatched and patched, at once in two views, with kbuild's commands.
+    await pass("build pre and post (sections)", async () => {
+      const post = BuildView.open(tree, o.log, pre);
+      views.push(post);
+      for (const p of fresh) post.applyPatch(p.file, p.name);
+      for (const v of [pre, post]) v.overrideJumpLabels();
+      await Promise.all([
+        pre.compile(objects, SECTION_FLAGS, o.signal, 1).then(() => copy(pre, "prefs")),
+        post
+          .compile(objects, SECTION_FLAGS, o.signal, 1)
+          .catch((e) => {
+            // The same objects built without the patch: the patched source is at fault.
+            if (e instanceof UserError && e.code === "build_failed")
+              throw new UserError(
+                `the patched source does not compile. A fix that also changes a header or another file must carry that change too.\n${e.message}`,
+                { code: "does_not_compile" },
+              );
+            throw e;
+          })
+          .then(() => copy(post, "post")),
+      ]);
     });
-    await pass("build post (sections)", async () => {
-      for (const p of patches.filter((x) => !x.applied)) v.applyPatch(p.file, p.name);
-      await v.make(objects, SECTION_FLAGS, o.signal);
-      copy("post");
-    });
-    v.close();
-    view = undefined;
 
     const load = (dir: string, obj: string) => {
       const path = join(work, dir, obj);
       return ElfFile.parse(readFileSync(path), `${dir}/${obj}`);
     };
     const plans = await pass("diff", () =>
-      objects.map((obj) => classify(obj, diffObjects(load("prefs", obj), load("post", obj)))),
+      objects.map((obj) =>
+        classify(obj, diffObjects(load("prefs", obj), load("post", obj)), {
+          memoryHotplug: tree.config.get("CONFIG_MEMORY_HOTPLUG") === "y",
+        }),
+      ),
     );
     const refusals: Refusal[] = plans.flatMap((p) => p.refusals);
     if (refusals.length) throw refusalError(refusals);
+    const ignored = plans.flatMap((p) => p.ignored);
     const useful = plans.filter((p) => p.replaced.length || p.added.length || p.addedData.length);
-    if (useful.length === 0)
+    if (useful.length === 0) {
+      const files = patches.filter((p) => !p.applied).flatMap((p) => p.files.map((f) => f.path));
+      const why = await whyNoChange(views[0], views[1], objects, files, ignored, o.signal);
       throw new UserError(
-        `the patch changes no compiled code in ${objects.join(", ")} (only comments, whitespace, or code the configuration leaves out?): nothing to do`,
+        `the patch changes nothing in the running kernel's code (${objects.join(", ")}): ${why}; nothing to do`,
         { code: "no_change" },
       );
+    }
+    for (const v of views.splice(0)) v.close();
+    for (const i of ignored) o.log(`left out: ${i.object}: ${i.symbol}: ${i.reason}`);
     if (useful.every((p) => p.replaced.length === 0 && p.hooks.length === 0))
       throw new UserError(
         `the patch only adds code that nothing running calls (${useful.flatMap((p) => p.added.map((u) => u.name)).join(", ")}): nothing to replace`,
@@ -179,8 +204,15 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
 
     const exports = loadExports(join(headersDir, "Module.symvers"));
     const usedNames = new Set<string>();
+    // Globals new in one object may be called from another object of the update.
+    const updateGlobals = new Set(
+      useful.flatMap((p) => [...p.added, ...p.addedData].filter((u) => u.global).map((u) => u.name)),
+    );
     const extracted = await pass("extract", () =>
-      useful.map((plan) => ({ plan, ext: extractPlan(plan, exports, usedNames, load("pre", plan.object)) })),
+      useful.map((plan) => ({
+        plan,
+        ext: extractPlan(plan, exports, updateGlobals, usedNames, load("pre", plan.object)),
+      })),
     );
     const extractRefusals = extracted.flatMap((e) => e.ext.extraction.refusals);
     if (extractRefusals.length) throw refusalError(extractRefusals);
@@ -196,6 +228,11 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
         makeArgs: [`CC=${tree.cc}`],
         dir: join(work, "module"),
         objects: extracted.map((e) => e.ext.extraction.bytes),
+        namespaces: [
+          ...new Set(extracted.flatMap((e) => e.ext.extraction.imports.map((n) => exports.get(n) ?? ""))),
+        ]
+          .filter(Boolean)
+          .sort(),
         signal: o.signal,
       }),
     );
@@ -237,6 +274,7 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
           e.ext.extraction.data.map((d) => ({ ...d, object: e.plan.object })),
         ),
         relocations: extracted.flatMap((e) => e.ext.extraction.relocs),
+        ignored,
         hooks: extracted.flatMap((e) =>
           e.plan.hooks.map((h) => {
             const f = e.ext.extraction.functions.find((x) => x.name === h.fn.name)!;
@@ -252,9 +290,30 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     });
     return { id, path: manifest.out, manifest: manifest.m, timings };
   } finally {
-    view?.close();
+    for (const v of views) v.close();
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** whyNoChange says why a patch that applies and compiles changes no code of the running kernel. */
+async function whyNoChange(
+  pre: BuildView,
+  post: BuildView,
+  objects: string[],
+  files: string[],
+  ignored: Ignored[],
+  signal: AbortSignal,
+): Promise<string> {
+  if (ignored.length)
+    return `its only changes cannot reach the running kernel: ${ignored.map((i) => `${i.symbol} ${i.reason}`).join("; ")}`;
+  for (const obj of objects)
+    if ((await pre.preprocess(obj, signal)) !== (await post.preprocess(obj, signal)))
+      return "its changes compile to the same code (a type spelling, an annotation, or code the compiler leaves out)";
+  const squash = (s: string) => s.replace(/\s+/g, " ").trim();
+  for (const f of files.filter((x) => /\.[ch]$/.test(x) && pre.exists(x) && post.exists(x)))
+    if (squash(await pre.withoutComments(f, signal)) !== squash(await post.withoutComments(f, signal)))
+      return "the code it changes is left out of this kernel by its configuration (#if/#ifdef blocks that are off)";
+  return "it changes only comments or whitespace";
 }
 
 function refusalError(refusals: Refusal[]): UserError {
@@ -280,14 +339,14 @@ export function pickObjects(
   const ignored: string[] = [];
   for (const f of files) {
     if (f.endsWith(".c")) {
-      const st = map.sourceState(f);
-      if (st === "y") objects.add(objectFor(f));
-      else if (st === "m")
+      const objs = map.objectsOf(f);
+      for (const o of objs) if (o.state === "y") objects.add(o.object);
+      if (objs.some((o) => o.state === "m") && !objs.some((o) => o.state === "y"))
         throw new UserError(
           `${f} is built as a loadable module (=m in .config); patching modules is not supported yet`,
           { code: "module_patch" },
         );
-      else ignored.push(f);
+      if (!objs.some((o) => o.state === "y")) ignored.push(f);
     } else if (f.endsWith(".h")) {
       const deps =
         dependentsFromCmdFiles(root, f) ??
@@ -326,7 +385,13 @@ export function pickObjects(
 }
 
 /** extractPlan extracts one object's replacement code and describes its targets. */
-function extractPlan(plan: ObjectPlan, exports: Set<string>, usedNames: Set<string>, prePlain: ElfFile) {
+function extractPlan(
+  plan: ObjectPlan,
+  exports: Map<string, string>,
+  updateGlobals: Set<string>,
+  usedNames: Set<string>,
+  prePlain: ElfFile,
+) {
   // Pair the diffed pre build with the plain one: the plain one is what runs in the kernel.
   const plainPairing = diffObjects(prePlain, plan.diff.pre.elf).pairing;
   const plainOf = (u: Unit) => plainPairing.partner.get(u) ?? u;
@@ -342,6 +407,7 @@ function extractPlan(plan: ObjectPlan, exports: Set<string>, usedNames: Set<stri
     addedData: plan.addedData,
     preNameOf,
     exported: (n) => exports.has(n),
+    updateGlobals,
     usedNames,
   });
   const targets = plan.replaced.map((r) => {

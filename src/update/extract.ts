@@ -47,6 +47,8 @@ export interface Extraction {
   data: Array<{ name: string; section: string; size: number }>;
   relocs: KernelReloc[];
   refusals: Refusal[];
+  /** Kernel exports the object refers to, resolved by the module loader. */
+  imports: string[];
 }
 
 /** Entry layout of the special sections whose entries are filtered per function. */
@@ -81,6 +83,8 @@ export function extractObject(opts: {
   /** Pre name of each post unit that has a partner (for kernel relocs). */
   preNameOf: (u: Unit) => string | undefined;
   exported: (name: string) => boolean;
+  /** Globals the update adds in any of its objects: linked inside the update module. */
+  updateGlobals: Set<string>;
   /** Section names already used by earlier objects of this update. */
   usedNames: Set<string>;
 }): Extraction {
@@ -132,14 +136,16 @@ export function extractObject(opts: {
       });
     include(u.section);
   }
-  // Symbols for the copied units, local so that nothing clashes with kernel exports.
+  // Symbols for the copied units, local so that nothing clashes with kernel exports; a global
+  // the update adds stays global, for the update's other objects that call it.
+  const isNew = new Set([...opts.added, ...opts.addedData]);
   for (const u of units) {
     const s = outSec.get(u.section.index)!;
     w.addSymbol({
       name: u.name,
       value: u.start,
       size: u.size,
-      bind: STB.LOCAL,
+      bind: u.global && isNew.has(u) && opts.updateGlobals.has(u.name) ? STB.GLOBAL : STB.LOCAL,
       type: u.kind === "func" ? STT.FUNC : STT.OBJECT,
       section: s.ref,
     });
@@ -203,7 +209,8 @@ export function extractObject(opts: {
           symbol: w.sectionSymbol(outSec.get(mine.section.index)!.ref),
           addend: r.addend + BigInt(mine.start),
         });
-      } else if (opts.exported(sym.name)) {
+      } else if (opts.exported(sym.name) || opts.updateGlobals.has(sym.name)) {
+        // Resolved by the module loader (an export) or when the update module is linked.
         w.addRelocation(fromRef, { offset: outOffset, type, symbol: undef(sym.name), addend: r.addend });
       } else {
         kernel(fromRef, outOffset, type, r.addend, sym.name, false, sym.name);
@@ -392,5 +399,6 @@ export function extractObject(opts: {
       addralign: orc.addralign || 1n,
     });
   }
-  return { bytes: w.write(), functions, data, relocs, refusals };
+  const imports = [...undefSyms.keys()].filter((n) => !opts.updateGlobals.has(n));
+  return { bytes: w.write(), functions, data, relocs, refusals, imports };
 }

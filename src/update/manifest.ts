@@ -44,6 +44,8 @@ export interface Manifest {
   newFunctions: Array<{ name: string; object: string; section: string; size: number }>;
   newData: Array<{ name: string; object: string; section: string; size: number }>;
   relocations: KernelReloc[];
+  /** Changes of the patch left out because they cannot reach the running kernel (__init code). */
+  ignored?: Array<{ object: string; symbol: string; reason: string }>;
   /** Functions of the update module the core calls at a hook point (update/hooks.ts). */
   hooks: Array<{ kind: HookKind; symbol: string; section: string; offset: number }>;
   files: PackagedFile[];

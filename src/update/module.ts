@@ -12,12 +12,12 @@ export function moduleName(id: string): string {
   return `ksplice_${id}`;
 }
 
-/** loadExports reads the names of exported symbols from a Module.symvers file. */
-export function loadExports(symvers: string): Set<string> {
-  const out = new Set<string>();
+/** loadExports reads the symbols vmlinux exports from a Module.symvers file, with their namespaces ("" for none). */
+export function loadExports(symvers: string): Map<string, string> {
+  const out = new Map<string, string>();
   for (const line of readFileSync(symvers, "utf8").split("\n")) {
     const f = line.split("\t");
-    if (f.length >= 4 && f[2] === "vmlinux") out.add(f[1]);
+    if (f.length >= 4 && f[2] === "vmlinux") out.set(f[1], f[4] ?? "");
   }
   return out;
 }
@@ -34,6 +34,8 @@ export async function buildUpdateModule(opts: {
   makeArgs: string[];
   dir: string;
   objects: Uint8Array[];
+  /** Symbol namespaces of the exports the objects use (EXPORT_SYMBOL_NS): the module imports them. */
+  namespaces?: string[];
   signal: AbortSignal;
 }): Promise<string> {
   const name = moduleName(opts.id);
@@ -65,7 +67,7 @@ module_exit(ksplice_update_exit);
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION(${cString(`ksplice update ${opts.id}: ${opts.description}`.slice(0, 200))});
 MODULE_INFO(ksplice_id, ${cString(opts.id)});
-`,
+${(opts.namespaces ?? []).map((ns) => `MODULE_IMPORT_NS(${ns});\n`).join("")}`,
   );
   const args = ["-C", opts.headersDir, `M=${opts.dir}`, ...opts.makeArgs, "modules"];
   const out = await new Promise<{ code: number; output: string }>((resolve, reject) => {

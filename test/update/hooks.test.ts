@@ -67,6 +67,7 @@ ksplice_check_apply(limit_ok);
     addedData: p.addedData,
     preNameOf: (u) => p.diff.pairing.partner.get(u)?.name,
     exported: () => false,
+    updateGlobals: new Set(),
     usedNames: new Set(),
   });
   assert.deepEqual(ext.refusals, []);

@@ -78,6 +78,8 @@ register({
       for (const t of res.manifest.targets) println(ctx.stdout, `  replaces ${t.name} (${t.object})`);
       for (const f of res.manifest.newFunctions) println(ctx.stdout, `  adds ${f.name} (${f.object})`);
       for (const h of res.manifest.hooks) println(ctx.stdout, `  runs ${h.symbol} as its ${h.kind} hook`);
+      for (const i of res.manifest.ignored ?? [])
+        println(ctx.stdout, `  leaves out ${i.symbol} (${i.object}): it ${i.reason}`);
       println(ctx.stdout, `  built in ${(res.timings.reduce((a, t) => a + t.ms, 0) / 1000).toFixed(1)} s`);
     }
     println(ctx.stdout, res.path);

@@ -1,0 +1,323 @@
+// The measure of the engine: Debian's own stable delta for the lab kernel, fix by fix. Every
+// changed .c file between the lab's linux-source (6.1.176-1) and the newest one in the registry
+// whose code is in the lab kernel becomes a one-file patch (src/lab/corpus.ts). Each goes
+// through `ksplice create` on the host; then, in batches per lab boot, `ksplice apply`, a check
+// (`ksplice view` lists it, the kernel log is clean), `ksplice undo` and the same check.
+//
+// Outcomes: pass (created, applied, undone, clean log); refused (create said why: no compiled
+// change, __init-only, data, a module fix while modules are unsupported); alone (the patched file
+// does not compile without the header change of its upstream commit); fail (anything else: an
+// engine bug or limit). Coverage = pass / (pass + fail).
+//
+//   npm run bench:coverage -- [--sample N] [--subsystem PREFIX]... [--file PATH]... [--no-lab]
+//                             [--only builtin|modules] [--batch N] [--json FILE] [--jobs N]
+// Prints a table and one summary line, and writes a JSON report. Asserts nothing.
+import { linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import { parseArgs } from "node:util";
+import { UserError } from "../src/cli/errors.js";
+import { buildCore } from "../src/kernel/core.js";
+import { type Fix, prepareCorpus, sampleFixes } from "../src/lab/corpus.js";
+import { cacheRoot, type LabVM, prepareLab, withLab } from "../src/lab/index.js";
+import { createUpdate } from "../src/update/create.js";
+import { max, median, noteOtherGuests, secs, table } from "./common.js";
+
+const { values: args } = parseArgs({
+  options: {
+    sample: { type: "string" },
+    subsystem: { type: "string", multiple: true },
+    file: { type: "string", multiple: true },
+    "no-lab": { type: "boolean" },
+    batch: { type: "string", default: "20" },
+    json: { type: "string" },
+    jobs: { type: "string", default: "1" },
+    version: { type: "string" },
+    only: { type: "string" },
+  },
+});
+
+type Outcome = "pass" | "refused" | "alone" | "fail";
+
+interface Step {
+  result: string;
+  message?: string;
+  seconds?: number;
+}
+
+interface Row {
+  file: string;
+  state: "y" | "m";
+  objects: string[];
+  added: number;
+  removed: number;
+  id: string;
+  create: Step & {
+    functions?: string[];
+    newFunctions?: string[];
+    timings?: Array<{ pass: string; ms: number }>;
+  };
+  apply?: Step & { pauseNs?: number };
+  undo?: Step & { pauseNs?: number };
+  outcome: Outcome;
+  reason: string;
+  package?: string;
+}
+
+// Create refusals that are the tool's answer about the fix, not a failure of the engine.
+const REFUSALS = new Set(["not_compiled", "no_change", "unsupported_change", "module_patch"]);
+const BAD_LOG = /WARNING:|Oops|BUG:|Call Trace|general protection|kernel panic|RIP:/;
+
+// Ctrl-C stops the run: builds are killed and their views unmounted, the report is written.
+const stop = new AbortController();
+for (const sig of ["SIGINT", "SIGTERM"] as const) process.once(sig, () => stop.abort());
+
+noteOtherGuests("at the start");
+const lab = await prepareLab({ log: (l) => console.error(`lab: ${l}`) });
+const corpus = await prepareCorpus(lab, { version: args.version, log: (l) => console.error(`corpus: ${l}`) });
+let fixes: Fix[] = corpus.fixes;
+if (args.only === "builtin" || args.only === "modules")
+  fixes = fixes.filter((f) => f.state === (args.only === "builtin" ? "y" : "m"));
+if (args.file?.length) fixes = fixes.filter((f) => args.file!.includes(f.file));
+if (args.subsystem?.length)
+  fixes = fixes.filter((f) => args.subsystem!.some((s) => f.file.startsWith(s.replace(/\/?$/, "/"))));
+if (args.sample) fixes = sampleFixes(fixes, Number(args.sample));
+console.error(
+  `corpus: ${corpus.from} -> ${corpus.to}: ${corpus.fixes.length} changed .c files in the lab kernel ` +
+    `(${corpus.notBuilt} more changed files are not built for it); running ${fixes.length}`,
+);
+
+const work = mkdtempSync(join(tmpdir(), "ksplice-coverage-"));
+const pkgDir = join(work, "packages");
+mkdirSync(pkgDir);
+const coreDir = join(cacheRoot(), "modules");
+await buildCore(lab.headersDir, coreDir); // once, outside the timings
+
+const rows: Row[] = fixes.map((f, i) => ({
+  file: f.file,
+  state: f.state,
+  objects: f.objects.map((o) => o.object),
+  added: f.added,
+  removed: f.removed,
+  id: `cov${String(i).padStart(4, "0")}`,
+  create: { result: "pending" },
+  outcome: "fail",
+  reason: "",
+}));
+
+try {
+  // --- create, on the host ---
+  const jobs = Math.max(1, Number(args.jobs));
+  let next = 0;
+  let done = 0;
+  const worker = async () => {
+    for (let i = next++; i < fixes.length && !stop.signal.aborted; i = next++) {
+      await createOne(fixes[i], rows[i]);
+      done++;
+      const r = rows[i];
+      console.error(
+        `[${done}/${fixes.length}] create ${r.file}: ${r.create.result} (${r.create.seconds?.toFixed(1)} s)${r.create.result === "ok" ? "" : `: ${firstLine(r.create.message)}`}`,
+      );
+    }
+  };
+  await Promise.all(Array.from({ length: jobs }, worker));
+
+  // --- apply, check, undo, check: in the lab, a batch per boot ---
+  const ready = rows.filter((r) => r.create.result === "ok");
+  if (!args["no-lab"] && ready.length) {
+    const size = Math.max(1, Number(args.batch));
+    for (let b = 0; b < ready.length && !stop.signal.aborted; b += size)
+      await labBatch(ready.slice(b, b + size), b, ready.length);
+  }
+  for (const r of rows) decide(r);
+} finally {
+  report();
+  rmSync(work, { recursive: true, force: true });
+}
+
+async function createOne(f: Fix, r: Row): Promise<void> {
+  const t0 = performance.now();
+  try {
+    const res = await createUpdate({
+      src: lab.sourceDir,
+      patches: [f.patch],
+      applied: [],
+      id: r.id,
+      outputDir: pkgDir,
+      coreModule: (h) => buildCore(h, coreDir),
+      log: () => {},
+      signal: stop.signal,
+    });
+    r.create = {
+      result: "ok",
+      functions: res.manifest.targets.map((t) => t.name),
+      newFunctions: res.manifest.newFunctions.map((n) => n.name),
+      timings: res.timings,
+    };
+    r.package = res.path;
+  } catch (e) {
+    r.create =
+      e instanceof UserError
+        ? { result: e.code, message: e.message }
+        : { result: "internal", message: e instanceof Error ? (e.stack ?? e.message) : String(e) };
+  }
+  r.create.seconds = (performance.now() - t0) / 1000;
+}
+
+async function labBatch(batch: Row[], offset: number, total: number): Promise<void> {
+  const dir = join(work, `batch-${offset}`);
+  mkdirSync(dir);
+  for (const r of batch) linkSync(r.package!, join(dir, basename(r.package!)));
+  const pending = [...batch];
+  while (pending.length && !stop.signal.aborted) {
+    const before = pending.length;
+    await withLab(
+      async (vm) => {
+        await sh(vm, "dmesg -c >/dev/null");
+        while (pending.length && !stop.signal.aborted) {
+          const r = pending[0];
+          try {
+            await applyOne(vm, r, join(dir, basename(r.package!)));
+          } catch (e) {
+            // The guest died or hung: record it on this fix and go on in a fresh guest.
+            r.apply ??= {
+              result: "guest_died",
+              message: `${(e as Error).message}\n${vm.console().slice(-3000)}`,
+            };
+            pending.shift();
+            throw e;
+          }
+          pending.shift();
+          console.error(
+            `[${offset + batch.length - pending.length}/${total}] lab ${r.file}: apply ${r.apply?.result}, undo ${r.undo?.result ?? "-"}`,
+          );
+        }
+      },
+      { withPaths: [dir], memoryMb: 2048, log: () => {} },
+    ).catch((e) => {
+      if (pending.length === before) throw e; // boot failed: nothing was tried
+    });
+  }
+}
+
+async function applyOne(vm: LabVM, r: Row, pkg: string): Promise<void> {
+  const t0 = performance.now();
+  const a = await vm.exec(["sh", "-c", `ksplice apply --json --raw-errors ${pkg}`], { timeoutMs: 600_000 });
+  const aSecs = (performance.now() - t0) / 1000;
+  if (a.code !== 0) {
+    r.apply = {
+      result: a.stderr.split("\n")[0] || `exit ${a.code}`,
+      message: a.stderr.trim(),
+      seconds: aSecs,
+    };
+    await checkLog(vm, r, "apply");
+    return;
+  }
+  r.apply = { result: "ok", pauseNs: JSON.parse(a.stdout).pauseNs, seconds: aSecs };
+  const listed = JSON.parse((await sh(vm, "ksplice view --json")).stdout).updates.map(
+    (u: { id: string }) => u.id,
+  );
+  if (!listed.includes(r.id))
+    r.apply = { ...r.apply, result: "not_listed", message: `ksplice view: ${listed}` };
+  await checkLog(vm, r, "apply");
+  const t1 = performance.now();
+  const u = await vm.exec(["sh", "-c", `ksplice undo --json --raw-errors ${r.id}`], { timeoutMs: 300_000 });
+  const uSecs = (performance.now() - t1) / 1000;
+  r.undo =
+    u.code === 0
+      ? { result: "ok", pauseNs: JSON.parse(u.stdout).pauseNs, seconds: uSecs }
+      : { result: u.stderr.split("\n")[0] || `exit ${u.code}`, message: u.stderr.trim(), seconds: uSecs };
+  const left = (await sh(vm, "ksplice view --json; lsmod | grep -c '^ksplice_' || true")).stdout;
+  if (r.undo.result === "ok" && !/"updates": \[\]/.test(left))
+    r.undo = { ...r.undo, result: "still_listed", message: left };
+  await checkLog(vm, r, "undo");
+  if (r.undo.result !== "ok") {
+    // Leave the next fix a clean kernel if we can.
+    await sh(vm, `ksplice undo ${r.id} || true`);
+  }
+}
+
+async function checkLog(vm: LabVM, r: Row, step: "apply" | "undo"): Promise<void> {
+  const log = (await sh(vm, "dmesg -c")).stdout;
+  const bad = log.split("\n").filter((l) => BAD_LOG.test(l));
+  if (bad.length) {
+    const s = r[step]!;
+    r[step] = { ...s, result: "bad_log", message: `${s.message ?? ""}\nkernel log:\n${log.slice(-4000)}` };
+  }
+}
+
+async function sh(vm: LabVM, cmd: string) {
+  return vm.exec(["sh", "-c", cmd], { timeoutMs: 120_000 });
+}
+
+function decide(r: Row): void {
+  const c = r.create;
+  if (c.result === "does_not_compile") {
+    r.outcome = "alone";
+    r.reason = `does not compile alone: ${firstLine(c.message)}`;
+  } else if (c.result !== "ok") {
+    r.outcome = REFUSALS.has(c.result) ? "refused" : "fail";
+    r.reason = `create: ${c.result}: ${firstLine(c.message)}`;
+  } else if (args["no-lab"]) {
+    r.outcome = "pass";
+    r.reason = "created (not applied: --no-lab)";
+  } else if (r.apply?.result !== "ok") {
+    r.outcome = "fail";
+    r.reason = `apply: ${r.apply?.result ?? "not run"}: ${firstLine(r.apply?.message)}`;
+  } else if (r.undo?.result !== "ok") {
+    r.outcome = "fail";
+    r.reason = `undo: ${r.undo?.result ?? "not run"}: ${firstLine(r.undo?.message)}`;
+  } else {
+    r.outcome = "pass";
+    r.reason = "";
+  }
+}
+
+function firstLine(s?: string): string {
+  const lines = (s ?? "").split("\n").filter((l) => l.trim() && !/^[a-z_]+$/.test(l.trim()));
+  return (lines[0] ?? "").replace(/^ksplice: /, "").slice(0, 400);
+}
+
+function report(): void {
+  console.log();
+  table(
+    ["file", "functions", "create", "secs", "apply", "undo", "reason"],
+    rows.map((r) => [
+      r.file,
+      r.create.functions ? String(r.create.functions.length) : "-",
+      r.create.result,
+      r.create.seconds === undefined ? "-" : r.create.seconds.toFixed(1),
+      r.apply?.result ?? "-",
+      r.undo?.result ?? "-",
+      r.reason.slice(0, 160),
+    ]),
+  );
+  const count = (o: Outcome, state?: "y" | "m") =>
+    rows.filter((r) => r.outcome === o && (!state || r.state === state)).length;
+  const times = rows.filter((r) => r.create.result === "ok").map((r) => (r.create.seconds ?? 0) * 1000);
+  const line = (state?: "y" | "m") => {
+    const pass = count("pass", state);
+    const fail = count("fail", state);
+    const pct = pass + fail ? ((100 * pass) / (pass + fail)).toFixed(1) : "-";
+    return `${pass} passed, ${fail} failed (coverage ${pct}%), ${count("refused", state)} refused, ${count("alone", state)} do not compile alone`;
+  };
+  console.log();
+  console.log(
+    `coverage ${corpus.from} -> ${corpus.to}: ${rows.length} fixes: ${line()}; ` +
+      `built-in: ${line("y")}; modules: ${line("m")}; create ${times.length ? `median ${secs(median(times))}, max ${secs(max(times))}` : "-"}`,
+  );
+  const out =
+    args.json ??
+    join(
+      cacheRoot(),
+      "corpus",
+      "reports",
+      `coverage-${corpus.to}-${new Date().toISOString().replace(/[:.]/g, "")}.json`,
+    );
+  mkdirSync(join(out, ".."), { recursive: true });
+  writeFileSync(
+    out,
+    `${JSON.stringify({ schema: 1, from: corpus.from, to: corpus.to, args, createdAt: new Date().toISOString(), rows }, null, 1)}\n`,
+  );
+  console.log(`report: ${out}`);
+}
