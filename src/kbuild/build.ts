@@ -136,11 +136,13 @@ export class BuildView {
   }
 
   /** make builds the given objects (relative paths) with extra KCFLAGS. */
-  async make(objects: string[], kcflags: string, signal: AbortSignal, jobs = 2): Promise<void> {
+  async make(objects: string[], kcflags: string, signal: AbortSignal): Promise<void> {
     const args = [
       "-C",
       this.dir,
-      `-j${jobs}`,
+      // One job: kbuild reaches some directories twice (arch/x86/pci/ through arch/x86/Kbuild and
+      // the root's ARCH_DRIVERS), and with -j2 two makes then build the same object at once.
+      "-j1",
       // The host tools of the prepared tree are up to date, but their dependency files record the
       // tree's own absolute path, so in the view make would rebuild them (~3 s) before each object.
       ...PREBUILT_TOOLS.flatMap((t) => ["-o", t]),

@@ -54,7 +54,7 @@ export interface SourceObject {
  */
 export class ObjectMap {
   private cache = new Map<string, MakeEval | null>();
-  private includeIndex?: Map<string, string[]>;
+  private includeIndex = new Map<string, Map<string, string[]>>();
   private ruleIndex?: Map<string, Array<{ dir: string; object: string }>>;
   constructor(
     readonly root: string,
@@ -214,33 +214,46 @@ export class ObjectMap {
 
   /** includers lists the .c files of the tree that #include the .c file `path`. */
   private includers(path: string): string[] {
-    if (!this.includeIndex) {
-      this.includeIndex = new Map();
-      // One grep over the tree, on first need; the kernel has a few hundred such lines.
-      const r = spawnSync(
-        "grep",
-        [
-          "-rnE",
-          "--include=*.c",
-          ...["Documentation", "tools", "samples", "scripts", ".git", "debian"].map(
-            (d) => `--exclude-dir=${d}`,
-          ),
-          '^\\s*#\\s*include\\s*["<][^">]*\\.c[">]',
-          ".",
-        ],
-        { cwd: this.root, encoding: "utf8", maxBuffer: 64 << 20 },
-      );
-      for (const line of (r.stdout ?? "").split("\n")) {
-        const m = /^\.\/(.+?):\d+:\s*#\s*include\s*["<]([^">]+)[">]/.exec(line);
-        if (!m) continue;
-        const includer = m[1];
-        const target = posix.normalize(posix.join(posix.dirname(includer), m[2]));
-        const list = this.includeIndex.get(target) ?? [];
-        list.push(includer);
-        this.includeIndex.set(target, list);
-      }
+    // Includers are nearly always in the same subsystem: grep that first, the whole tree
+    // (a few seconds when its files are not in the page cache) only when it has none.
+    const top = path.startsWith("arch/") ? path.split("/").slice(0, 2).join("/") : path.split("/")[0];
+    for (const scope of [top, "."]) {
+      const found = this.scanIncludes(scope).get(path);
+      if (found?.length) return found;
     }
-    return this.includeIndex.get(path) ?? [];
+    return [];
+  }
+
+  /** scanIncludes indexes the `#include "x.c"` lines of one subtree, once per subtree. */
+  private scanIncludes(scope: string): Map<string, string[]> {
+    let index = this.includeIndex.get(scope);
+    if (index) return index;
+    index = new Map();
+    this.includeIndex.set(scope, index);
+    if (!existsSync(join(this.root, scope))) return index;
+    const r = spawnSync(
+      "grep",
+      [
+        "-rnE",
+        "--include=*.c",
+        ...["Documentation", "tools", "samples", "scripts", ".git", "debian"].map(
+          (d) => `--exclude-dir=${d}`,
+        ),
+        '^\\s*#\\s*include\\s*["<][^">]*\\.c[">]',
+        scope,
+      ],
+      { cwd: this.root, encoding: "utf8", maxBuffer: 64 << 20 },
+    );
+    for (const line of (r.stdout ?? "").split("\n")) {
+      const m = /^(?:\.\/)?(.+?):\d+:\s*#\s*include\s*["<]([^">]+)[">]/.exec(line);
+      if (!m) continue;
+      const includer = m[1];
+      const target = posix.normalize(posix.join(posix.dirname(includer), m[2]));
+      const list = index.get(target) ?? [];
+      list.push(includer);
+      index.set(target, list);
+    }
+    return index;
   }
 }
 

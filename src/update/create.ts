@@ -406,6 +406,7 @@ function extractPlan(
     added: plan.added,
     addedData: plan.addedData,
     preNameOf,
+    pre: plan.diff.pre,
     exported: (n) => exports.has(n),
     updateGlobals,
     usedNames,

@@ -82,6 +82,8 @@ export function extractObject(opts: {
   addedData: Unit[];
   /** Pre name of each post unit that has a partner (for kernel relocs). */
   preNameOf: (u: Unit) => string | undefined;
+  /** The pre build the post one was diffed against (tables of the kernel are compared with it). */
+  pre?: ObjectUnits;
   exported: (name: string) => boolean;
   /** Globals the update adds in any of its objects: linked inside the update module. */
   updateGlobals: Set<string>;
@@ -319,6 +321,9 @@ export function extractObject(opts: {
     if (post.unitsIn(sec).length > 0) continue;
     const spec = SPECIAL[sec.name];
     if (!spec) {
+      // A table the kernel already has (PCI quirks, parameters...) pointing at functions this
+      // update replaces: its entries stay the kernel's, and reach the new code through the jump.
+      if (opts.pre && sameTable(opts.pre, post, sec, opts.preNameOf)) continue;
       if (sec.name === "__jump_table")
         refusals.push({
           object,
@@ -329,7 +334,7 @@ export function extractObject(opts: {
         refusals.push({
           object,
           symbol: sec.name,
-          reason: `special section ${sec.name} refers to replaced code, and ksplice does not know its layout`,
+          reason: `adds or changes entries of ${sec.name}, a table the running kernel built at boot, which a live update cannot change`,
         });
       continue;
     }
@@ -401,4 +406,50 @@ export function extractObject(opts: {
   }
   const imports = [...undefSyms.keys()].filter((n) => !opts.updateGlobals.has(n));
   return { bytes: w.write(), functions, data, relocs, refusals, imports };
+}
+
+/** refName names what a relocation refers to: a function or object (by its pre name), or a symbol. */
+function refName(
+  units: ObjectUnits,
+  r: ElfRela,
+  rename: (u: Unit) => string | undefined = (u) => u.name,
+): string {
+  const elf = units.elf;
+  const sym = elf.symbols[r.sym];
+  if (sym.shndx === SHN.UNDEF || sym.shndx >= SHN.LORESERVE) return `${sym.name}+${r.addend}`;
+  const at = sym.value + r.addend;
+  const u =
+    units.unitsIn(elf.sections[sym.shndx]).find((x) => x.symbol.index === sym.index) ??
+    units
+      .unitsIn(elf.sections[sym.shndx])
+      .find((x) => BigInt(x.start) <= at && at < BigInt(x.start + Math.max(x.size, 1)));
+  if (!u) return `${elf.sections[sym.shndx].name}+${at}`;
+  return `${rename(u) ?? `new ${u.name}`}+${at - BigInt(u.start)}`;
+}
+
+/**
+ * sameTable says whether a section of unknown layout is the same in pre and post: same bytes
+ * outside relocated fields, and relocations at the same places to the same things.
+ */
+function sameTable(
+  pre: ObjectUnits,
+  post: ObjectUnits,
+  sec: ElfSection,
+  preNameOf: (u: Unit) => string | undefined,
+): boolean {
+  const a = pre.elf.sectionByName(sec.name);
+  if (!a || a.size !== sec.size) return false;
+  const ra = [...pre.elf.relocations(a)].sort((x, y) => Number(x.offset - y.offset));
+  const rb = [...post.elf.relocations(sec)].sort((x, y) => Number(x.offset - y.offset));
+  if (ra.length !== rb.length) return false;
+  const da = Uint8Array.from(pre.elf.sectionData(a));
+  const db = Uint8Array.from(post.elf.sectionData(sec));
+  for (let i = 0; i < ra.length; i++) {
+    if (ra[i].offset !== rb[i].offset || ra[i].type !== rb[i].type) return false;
+    if (refName(pre, ra[i]) !== refName(post, rb[i], preNameOf)) return false;
+    const size = relocInfo(ra[i].type)?.size ?? 0;
+    da.fill(0, Number(ra[i].offset), Number(ra[i].offset) + size);
+    db.fill(0, Number(rb[i].offset), Number(rb[i].offset) + size);
+  }
+  return Buffer.from(da).equals(Buffer.from(db));
 }
