@@ -53,12 +53,13 @@ const NO_PATCH_SECTIONS = /^\.(noinstr|entry)\.text|^\.cpuidle\.text|^\.head\.te
 // Data that is per-call-site bookkeeping, copied with the code that uses it: a change is not refused.
 const COPIED_DATA_SECTIONS = /^__dyndbg|^\.rodata\.__func__|^__tracepoint_str/;
 
-// Sections the kernel's linker script throws away (build-time markers, e.g. .discard.addressable).
-const DISCARDED = /^\.discard/;
+// Sections that never reach the running kernel: build-time markers the linker script throws away
+// (.discard.addressable), and module information, which vmlinux keeps out of its image.
+const DISCARDED = /^\.discard|^\.modinfo$/;
 
 /** initReason says why a change in an __init/__exit section cannot reach the running kernel. */
 function initReason(section: string, what: "changes" | "adds"): string {
-  return /^\.exit\./.test(section)
+  return /^\.exit(call)?\./.test(section)
     ? `${what} __exit code or data (${section}), which never runs in code built into the kernel`
     : `${what} __init code or data (${section}), which ran at boot and was freed`;
 }

@@ -196,11 +196,15 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     }
     for (const v of views.splice(0)) v.close();
     for (const i of ignored) o.log(`left out: ${i.object}: ${i.symbol}: ${i.reason}`);
-    if (useful.every((p) => p.replaced.length === 0 && p.hooks.length === 0))
+    if (useful.every((p) => p.replaced.length === 0 && p.hooks.length === 0)) {
+      const added = useful.flatMap((p) =>
+        [...p.added, ...p.addedData].map((u) => `${u.name} (${u.section.name})`),
+      );
       throw new UserError(
-        `the patch only adds code that nothing running calls (${useful.flatMap((p) => p.added.map((u) => u.name)).join(", ")}): nothing to replace`,
+        `the patch only adds code or data that nothing in the running kernel uses: ${added.join(", ")}; nothing to replace`,
         { code: "no_change" },
       );
+    }
 
     const exports = loadExports(join(headersDir, "Module.symvers"));
     const usedNames = new Set<string>();
