@@ -44,14 +44,21 @@ export interface Corpus {
 /** Directories whose .c files never reach the running kernel. */
 const SKIP_DIRS = new Set(["Documentation", "tools", "samples", "scripts", "debian", "usr", ".git"]);
 
-/** newestSourceVersion asks the registry for the newest version of the lab's source package. */
-export async function newestSourceVersion(lab: LabPaths): Promise<string> {
+/** PINNED_CORPUS is the newer source the tests' expectations were written against. */
+export const PINNED_CORPUS = "6.1.192-3";
+
+/**
+ * newestSourceVersion asks the registry for the newest version of the lab's source package,
+ * or for `prefer` when the registry still has it (tests pin theirs; versions do vanish).
+ */
+export async function newestSourceVersion(lab: LabPaths, prefer?: string): Promise<string> {
   const name = sourcePackage(lab);
   const avail = await queryAvailable({
     abi: lab.release.replace(/-cloud-amd64$/, ""),
     version: lab.debianVersion,
   });
   const versions = [...(avail.get(name) ?? [])].sort(compareDebVersions);
+  if (prefer && versions.includes(prefer)) return prefer;
   const newest = versions.at(-1);
   if (!newest || compareDebVersions(newest, lab.debianVersion) <= 0)
     throw new Error(`the registry has no ${name} newer than the lab's ${lab.debianVersion}`);
@@ -67,10 +74,10 @@ function sourcePackage(lab: LabPaths): string {
 /** prepareCorpus downloads and unpacks the newer source (once) and writes the fixes (once). */
 export async function prepareCorpus(
   lab: LabPaths,
-  opts: { version?: string; log?: (line: string) => void; cacheDir?: string } = {},
+  opts: { version?: string; prefer?: string; log?: (line: string) => void; cacheDir?: string } = {},
 ): Promise<Corpus> {
   const log = opts.log ?? (() => {});
-  const to = opts.version ?? (await newestSourceVersion(lab));
+  const to = opts.version ?? (await newestSourceVersion(lab, opts.prefer));
   const entry = join(opts.cacheDir ?? cacheRoot(), "corpus", to);
   const name = sourcePackage(lab);
   const series = name.replace(/^linux-source-/, "");

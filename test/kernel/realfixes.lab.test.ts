@@ -16,7 +16,7 @@ import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { prepareCorpus } from "../../src/lab/corpus.js";
+import { PINNED_CORPUS, prepareCorpus } from "../../src/lab/corpus.js";
 import { type LabVM, prepareLab, withLab } from "../../src/lab/index.js";
 import { tempDir } from "../helpers/compile.js";
 import { updateMaker } from "../helpers/updates.js";
@@ -50,7 +50,7 @@ test("real fixes from Debian's stable delta apply, take effect and undo in the r
   timeout: TIMEOUT,
 }, async () => {
   const lab = await prepareLab();
-  const corpus = await prepareCorpus(lab);
+  const corpus = await prepareCorpus(lab, { prefer: PINNED_CORPUS });
   const out = tempDir();
   const make = updateMaker(lab, out, join(tempDir(), "core"));
   const probeBin = join(out, "rw-hint-immutable");

@@ -9,7 +9,7 @@ import { test } from "node:test";
 import { UserError } from "../../src/cli/errors.js";
 import { ObjectMap } from "../../src/kbuild/objects.js";
 import { parseConfig } from "../../src/kbuild/tree.js";
-import { prepareCorpus } from "../../src/lab/corpus.js";
+import { PINNED_CORPUS, prepareCorpus } from "../../src/lab/corpus.js";
 import { prepareLab } from "../../src/lab/index.js";
 import { tempDir } from "../helpers/compile.js";
 import { updateMaker } from "../helpers/updates.js";
@@ -38,7 +38,7 @@ test("create refuses real fixes that cannot or need not be applied live, naming 
   timeout: TIMEOUT,
 }, async () => {
   const lab = await prepareLab();
-  const corpus = await prepareCorpus(lab);
+  const corpus = await prepareCorpus(lab, { prefer: PINNED_CORPUS });
   const make = updateMaker(lab, tempDir(), join(tempDir(), "core"));
   const cases: Array<[file: string, code: string, message: RegExp]> = [
     // Only __init/__exit code: it ran at boot, or never runs in built-in code.
