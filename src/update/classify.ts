@@ -131,6 +131,8 @@ export function classify(
         !/^__ksymtab|^__kstrtab|^__crc_/.test(u.name) &&
         !INIT.test(u.section.name) &&
         !DISCARDED.test(u.section.name) &&
+        // pr_debug descriptors and __func__ strings go with the code that uses them.
+        !COPIED_DATA_SECTIONS.test(u.section.name) &&
         !isHookData(u),
     ),
     refusals,

@@ -370,11 +370,8 @@ export function extractObject(opts: {
       for (const e of keep) {
         const v = new DataView(bytes.buffer, bytes.byteOffset + e * spec.size, spec.size);
         const repl = rs.find((r) => Number(r.offset) === e * spec.size + 4);
-        if (repl)
-          altRanges.push({
-            start: Number(elf.symbols[repl.sym].value + repl.addend) + 4,
-            len: v.getUint8(11),
-          });
+        // The field is `.long replacement - .`: S + A - P, so S + A is where the replacement is.
+        if (repl) altRanges.push({ start: Number(elf.symbols[repl.sym].value + repl.addend), len: v.getUint8(11) });
       }
     }
   }
