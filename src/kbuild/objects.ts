@@ -183,21 +183,13 @@ export class ObjectMap {
   private ruleTargets(path: string): Array<{ dir: string; object: string }> {
     if (!this.ruleIndex) {
       this.ruleIndex = new Map();
-      const r = spawnSync(
-        "grep",
-        [
-          "-rnE",
-          "--include=Makefile",
-          "--include=Kbuild",
-          ...["Documentation", "tools", "samples", "scripts", ".git", "debian"].map(
-            (d) => `--exclude-dir=${d}`,
-          ),
-          "^\\$\\(obj\\)/[^:]+\\.o\\s*:[^=]*\\.c\\b",
-          ".",
-        ],
-        { cwd: this.root, encoding: "utf8", maxBuffer: 64 << 20 },
+      const lines = grepTree(
+        this.root,
+        ["Makefile", "Kbuild"],
+        "^\\$\\(obj\\)/[^:]+\\.o\\s*:[^=]*\\.c\\b",
+        ".",
       );
-      for (const line of (r.stdout ?? "").split("\n")) {
+      for (const line of lines) {
         const m = /^\.\/(.+?)\/(?:Makefile|Kbuild):\d+:\$\(obj\)\/(\S+\.o)\s*:(.*)$/.exec(line);
         if (!m) continue;
         const [, dir, object, prereqs] = m;
@@ -231,20 +223,7 @@ export class ObjectMap {
     index = new Map();
     this.includeIndex.set(scope, index);
     if (!existsSync(join(this.root, scope))) return index;
-    const r = spawnSync(
-      "grep",
-      [
-        "-rnE",
-        "--include=*.c",
-        ...["Documentation", "tools", "samples", "scripts", ".git", "debian"].map(
-          (d) => `--exclude-dir=${d}`,
-        ),
-        '^\\s*#\\s*include\\s*["<][^">]*\\.c[">]',
-        scope,
-      ],
-      { cwd: this.root, encoding: "utf8", maxBuffer: 64 << 20 },
-    );
-    for (const line of (r.stdout ?? "").split("\n")) {
+    for (const line of grepTree(this.root, ["*.c"], '^\\s*#\\s*include\\s*["<][^">]*\\.c[">]', scope)) {
       const m = /^(?:\.\/)?(.+?):\d+:\s*#\s*include\s*["<]([^">]+)[">]/.exec(line);
       if (!m) continue;
       const includer = m[1];
@@ -255,6 +234,23 @@ export class ObjectMap {
     }
     return index;
   }
+}
+
+/** grepTree returns the `path:line:text` lines of files named like `include` under `scope` matching an ERE. */
+function grepTree(root: string, include: string[], pattern: string, scope: string): string[] {
+  const skip = ["Documentation", "tools", "samples", "scripts", ".git", "debian"];
+  const r = spawnSync(
+    "grep",
+    [
+      "-rnE",
+      ...include.map((i) => `--include=${i}`),
+      ...skip.map((d) => `--exclude-dir=${d}`),
+      pattern,
+      scope,
+    ],
+    { cwd: root, encoding: "utf8", maxBuffer: 64 << 20 },
+  );
+  return (r.stdout ?? "").split("\n");
 }
 
 function parentOf(dir: string): string {

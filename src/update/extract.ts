@@ -371,7 +371,8 @@ export function extractObject(opts: {
         const v = new DataView(bytes.buffer, bytes.byteOffset + e * spec.size, spec.size);
         const repl = rs.find((r) => Number(r.offset) === e * spec.size + 4);
         // The field is `.long replacement - .`: S + A - P, so S + A is where the replacement is.
-        if (repl) altRanges.push({ start: Number(elf.symbols[repl.sym].value + repl.addend), len: v.getUint8(11) });
+        if (repl)
+          altRanges.push({ start: Number(elf.symbols[repl.sym].value + repl.addend), len: v.getUint8(11) });
       }
     }
   }

@@ -13,24 +13,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type LabVM, prepareLab, withLab } from "../../src/lab/index.js";
+import { prepareLab, withLab } from "../../src/lab/index.js";
 import { tempDir } from "../helpers/compile.js";
+import { ok, sh } from "../helpers/guest.js";
 import { updateMaker } from "../helpers/updates.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url));
 const FIX = join(REPO, "test", "update", "fixtures");
 const TIMEOUT = 30 * 60_000;
-
-async function sh(vm: LabVM, cmd: string) {
-  const r = await vm.exec(["sh", "-c", cmd], { timeoutMs: 180_000 });
-  return { code: r.code, out: r.stdout, err: r.stderr };
-}
-
-async function ok(vm: LabVM, cmd: string): Promise<string> {
-  const r = await sh(vm, cmd);
-  assert.equal(r.code, 0, `${cmd}\n${r.out}${r.err}`);
-  return r.out;
-}
 
 test("apply, view and undo live updates of the running Debian kernel", { timeout: TIMEOUT }, async () => {
   const lab = await prepareLab();

@@ -17,23 +17,13 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { PINNED_CORPUS, prepareCorpus } from "../../src/lab/corpus.js";
-import { type LabVM, prepareLab, withLab } from "../../src/lab/index.js";
+import { prepareLab, withLab } from "../../src/lab/index.js";
 import { tempDir } from "../helpers/compile.js";
+import { ok } from "../helpers/guest.js";
 import { updateMaker } from "../helpers/updates.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url)).replace(/\/$/, "");
 const TIMEOUT = 40 * 60_000;
-
-async function sh(vm: LabVM, cmd: string) {
-  const r = await vm.exec(["sh", "-c", cmd], { timeoutMs: 300_000 });
-  return { code: r.code, out: r.stdout, err: r.stderr };
-}
-
-async function ok(vm: LabVM, cmd: string): Promise<string> {
-  const r = await sh(vm, cmd);
-  assert.equal(r.code, 0, `${cmd}\n${r.out}${r.err}`);
-  return r.out;
-}
 
 interface Case {
   id: string;
