@@ -104,11 +104,15 @@ export function classify(
         c.post.name,
         `changes the size of a variable (${c.pre.size} -> ${c.post.size} bytes): its layout in memory would change`,
       );
-    else
+    else {
+      const what = `changes initialised data (${c.difference.reason} at +0x${c.difference.offset.toString(16)}): replacing code does not change the running kernel's value of ${c.post.name}`;
       refuse(
         c.post.name,
-        `changes initialised data (${c.difference.reason} at +0x${c.difference.offset.toString(16)}): replacing code does not change the running kernel's value of ${c.post.name}${isWritable(c.post) ? ", which may have been modified since boot" : ""}; set it from a ksplice_apply hook instead (README: Hooks)`,
+        isWritable(c.post)
+          ? `${what}, which may have been modified since boot; set it from a ksplice_apply hook instead (README: Hooks)`
+          : `${what}, which is read-only (${sec}); give the new value another name in the patch, so that the functions reading it are replaced by ones that read the new copy`,
       );
+    }
   }
   const exported = (u: Unit) => diff.pre.units.some((x) => x.name === `__ksymtab_${u.name}`);
   for (const u of diff.removed)
