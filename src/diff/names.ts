@@ -9,6 +9,16 @@ export function canonicalFunctionName(name: string): string {
   return name.replace(CLONE_SUFFIX, ".$1.N");
 }
 
+// Names made with __COUNTER__ (or __LINE__) by kernel macros: __UNIQUE_ID_ddebug426 (pr_debug
+// descriptors and friends), __BTF_ID__struct__bpf_map__312208 (BTF_ID). Any change above them
+// in the file renumbers them.
+const COUNTER_NAMES = /^(__UNIQUE_ID_[A-Za-z_]*?|__BTF_ID__\w+?__)\d+/;
+
+/** canonicalDataName replaces the numbers kernel macros put in generated names with N. */
+export function canonicalDataName(name: string): string {
+  return name.replace(COUNTER_NAMES, "$1N");
+}
+
 const NUMBERED = /^(.+)\.(\d+)$/;
 
 /** numberedStatic splits a function-local static (`calls.3`) into its base name, else undefined. */

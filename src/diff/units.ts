@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { relocInfo, SHF, SHN, SHT, STB, STT } from "../elf/constants.js";
 import type { ElfFile, ElfRela, ElfSection, ElfSymbol } from "../elf/reader.js";
-import { canonicalFunctionName, numberedStatic } from "./names.js";
+import { canonicalDataName, canonicalFunctionName, numberedStatic } from "./names.js";
 
 /** UnitKind tells code from data. */
 export type UnitKind = "func" | "data";
@@ -72,7 +72,7 @@ export class ObjectUnits {
       const unit: Unit = {
         kind: sym.type === STT.FUNC ? "func" : "data",
         name: sym.name,
-        canon: sym.type === STT.FUNC ? canonicalFunctionName(sym.name) : sym.name,
+        canon: sym.type === STT.FUNC ? canonicalFunctionName(sym.name) : canonicalDataName(sym.name),
         symbol: sym,
         section,
         start,
@@ -205,7 +205,8 @@ export class ObjectUnits {
       if (u.kind !== "data" || u.global) continue;
       const base = numberedStatic(u.name);
       if (base === undefined) continue;
-      u.canon = u.referrers.size ? `${base}.N@${[...u.referrers].sort().join(",")}` : `${base}.N`;
+      const b = canonicalDataName(base);
+      u.canon = u.referrers.size ? `${b}.N@${[...u.referrers].sort().join(",")}` : `${b}.N`;
     }
   }
 }

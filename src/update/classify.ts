@@ -51,7 +51,7 @@ export interface ClassifyOptions {
 // Sections whose code must not be patched: it runs where a jump cannot be trusted.
 const NO_PATCH_SECTIONS = /^\.(noinstr|entry)\.text|^\.cpuidle\.text|^\.head\.text|^\.static_call\.text/;
 // Data that is per-call-site bookkeeping, copied with the code that uses it: a change is not refused.
-const COPIED_DATA_SECTIONS = /^__dyndbg|^\.rodata\.__func__|^__tracepoint_str/;
+const COPIED_DATA_SECTIONS = /^__dyndbg|^\.rodata\.__func__|^__tracepoint_str|^\.data\.once$/;
 
 // Sections that never reach the running kernel: build-time markers the linker script throws away
 // (.discard.addressable), and module information, which vmlinux keeps out of its image.

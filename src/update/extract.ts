@@ -130,7 +130,13 @@ export function extractObject(opts: {
   const units: Unit[] = [...opts.replaced.map((r) => r.post), ...opts.added, ...opts.addedData];
   for (const u of units) {
     const others = post.unitsIn(u.section).filter((x) => x !== u && !units.includes(x) && x.size > 0);
-    if (others.length)
+    // Code in a section of its own name (__sched: .sched.text) shares it with its neighbours,
+    // whose calls to each other the assembler resolved: the section is copied whole, and only
+    // the changed functions are redirected to it. Per-call-site data (WARN_ONCE flags, pr_debug
+    // descriptors) is copied whole too. Other shared data would be duplicated: refused.
+    const whole =
+      (u.section.flags & BigInt(SHF.EXECINSTR)) !== 0n || /^\.data\.once$|^__dyndbg$/.test(u.section.name);
+    if (others.length && !whole)
       refusals.push({
         object,
         symbol: u.name,
@@ -167,7 +173,9 @@ export function extractObject(opts: {
     if ((sec.flags & BigInt(SHF.MERGE)) !== 0n) return true;
     // .altinstr_aux holds static_cpu_has() fallbacks that jump back into their function.
     if (
-      /^\.rodata\.__func__|^__dyndbg|^\.altinstr_replacement$|^\.altinstr_aux$|^\.rodata\.cst/.test(sec.name)
+      /^\.rodata\.__func__|^__dyndbg|^\.data\.once$|^\.altinstr_replacement$|^\.altinstr_aux$|^\.rodata\.cst/.test(
+        sec.name,
+      )
     )
       return true;
     // Anonymous read-only data (no named object in it), e.g. a switch table.

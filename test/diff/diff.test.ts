@@ -97,6 +97,17 @@ test("a changed function-local static initialiser is changed data, renumbering i
   assert.deepEqual(r2.changed, []);
 });
 
+test("names kernel macros number with __COUNTER__ (BTF_ID, __UNIQUE_ID) are not identity", () => {
+  // As BTF_ID(struct, x) makes them: a local 4-byte object per use, numbered by __COUNTER__.
+  const id = (n: number) =>
+    `asm(".pushsection .BTF_ids,\\"a\\"; .local __BTF_ID__struct__item__${n}; .type __BTF_ID__struct__item__${n}, STT_OBJECT; .size __BTF_ID__struct__item__${n}, 4; __BTF_ID__struct__item__${n}: .zero 4; .popsection");\nextern int __BTF_ID__struct__item__${n};\n`;
+  const table = (n: number) => `${id(n)}const void *const item_ops[] = { &__BTF_ID__struct__item__${n} };\n`;
+  const r = diffC(table(312208), table(312207));
+  assert.deepEqual(names(r), none);
+  const other = diffC(table(1), `${id(2)}const void *const item_ops[] = { 0 };\n`);
+  assert.deepEqual(other.dataChanged, ["item_ops"]);
+});
+
 test("a .cold part is compared on its own", () => {
   const pre = `
 extern void sink(int);
