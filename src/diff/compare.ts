@@ -72,6 +72,26 @@ export function compareUnits(pre: Unit, post: Unit, pairing: Pairing): Differenc
       };
     }
   }
+  // Branches into neighbouring functions of a shared section, by target (see units.ts).
+  const m = Math.max(pre.branches.length, post.branches.length);
+  for (let i = 0; i < m; i++) {
+    const ba = pre.branches[i];
+    const bb = post.branches[i];
+    if (!ba || !bb || ba.offset !== bb.offset || ba.size !== bb.size) {
+      const off = Math.min(ba?.offset ?? Infinity, bb?.offset ?? Infinity);
+      relocDiff ??= {
+        offset: off,
+        reason: `branch at 0x${off.toString(16)} leaves the function in only one build`,
+      };
+      break;
+    }
+    a.fill(0, ba.offset, ba.offset + ba.size);
+    b.fill(0, bb.offset, bb.offset + bb.size);
+    const ta: Target = { kind: "unit", unit: ba.target, delta: ba.delta };
+    const tb: Target = { kind: "unit", unit: bb.target, delta: bb.delta };
+    if (targetKey(ta, pairing, "pre") !== targetKey(tb, pairing, "post"))
+      relocDiff ??= { offset: ba.offset, reason: `branch ${describe(ta)} -> ${describe(tb)}` };
+  }
   for (let i = 0; i < a.length; i++) {
     if (a[i] !== b[i]) {
       if (relocDiff && relocDiff.offset < i) return relocDiff;

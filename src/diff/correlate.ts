@@ -35,6 +35,10 @@ export function checksum(u: Unit): string {
     masked.fill(0, r.offset, r.offset + r.size);
     h.update(`${r.offset}:${r.type}:${shallowKey(r.target)};`);
   }
+  for (const b of u.branches) {
+    masked.fill(0, b.offset, b.offset + b.size);
+    h.update(`${b.offset}:branch:${shallowKey({ kind: "unit", unit: b.target, delta: b.delta })};`);
+  }
   h.update(masked);
   return `${u.kind}:${u.size}:${h.digest("hex")}`;
 }

@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import { relocInfo, SHF, SHN, SHT, STB, STT } from "../elf/constants.js";
 import type { ElfFile, ElfRela, ElfSection, ElfSymbol } from "../elf/reader.js";
+import { decode } from "../x86/decode.js";
 import { canonicalDataName, canonicalFunctionName, numberedStatic } from "./names.js";
 
 /** UnitKind tells code from data. */
@@ -48,6 +49,22 @@ export interface Unit {
   referrers: Set<string>;
   /** Other symbols naming exactly these bytes (SYSCALL_DEFINE0 makes three names for one body). */
   aliases: string[];
+  /**
+   * Branches to another function of the same section that the assembler resolved (no
+   * relocation): in a section shared by several functions (__sched's .sched.text) their
+   * displacement depends on the layout, so they compare by target instead.
+   */
+  branches: ResolvedBranch[];
+}
+
+/** ResolvedBranch is a relative branch field with no relocation that leaves its function. */
+export interface ResolvedBranch {
+  /** Offset of the displacement field in the unit, and its size (1 or 4). */
+  offset: number;
+  size: number;
+  target: Unit;
+  /** Where in the target unit the branch lands. */
+  delta: bigint;
 }
 
 /** ObjectUnits indexes the units of one object file. */
@@ -56,7 +73,11 @@ export class ObjectUnits {
   private bySection = new Map<number, Unit[]>();
   private sectionData = new Map<number, Uint8Array>();
 
-  constructor(readonly elf: ElfFile) {
+  /** With `branches: false` shared sections are not decoded (run-pre matching needs no branches). */
+  constructor(
+    readonly elf: ElfFile,
+    opts: { branches?: boolean } = {},
+  ) {
     // Symbols with one section, offset, size and kind are one unit, named by a global name if
     // there is one (the smallest, so pre and post agree whatever the symbol table order).
     const same = new Map<string, Unit>();
@@ -82,6 +103,7 @@ export class ObjectUnits {
         global: sym.bind !== STB.LOCAL,
         referrers: new Set(),
         aliases: [],
+        branches: [],
       };
       const key = `${section.index}:${start}:${size}:${unit.kind}`;
       const first = same.get(key);
@@ -109,6 +131,11 @@ export class ObjectUnits {
       }
     }
     this.nameStatics();
+    for (const list of opts.branches === false ? [] : this.bySection.values()) {
+      const funcs = list.filter((u) => u.kind === "func" && u.size > 0);
+      if (funcs.length > 1 && (funcs[0].section.flags & BigInt(SHF.EXECINSTR)) !== 0n)
+        for (const u of funcs) u.branches = resolvedBranches(u, funcs);
+    }
   }
 
   /** unitsIn lists the units of a section, by offset. */
@@ -209,4 +236,20 @@ export class ObjectUnits {
       u.canon = u.referrers.size ? `${b}.N@${[...u.referrers].sort().join(",")}` : `${b}.N`;
     }
   }
+}
+
+/** resolvedBranches finds u's branches into other functions of its section that carry no relocation. */
+function resolvedBranches(u: Unit, inSection: Unit[]): ResolvedBranch[] {
+  const out: ResolvedBranch[] = [];
+  for (const insn of decode(u.bytes)) {
+    if (insn.branch === "none" || insn.target === undefined) continue;
+    if (insn.target >= 0n && insn.target < BigInt(u.size)) continue;
+    const size = insn.length >= 5 ? 4 : 1;
+    const offset = insn.offset + insn.length - size;
+    if (u.relocs.some((r) => r.offset < offset + size && offset < r.offset + r.size)) continue;
+    const at = BigInt(u.start) + insn.target;
+    const target = inSection.find((x) => BigInt(x.start) <= at && at < BigInt(x.start + x.size));
+    if (target) out.push({ offset, size, target, delta: at - BigInt(target.start) });
+  }
+  return out;
 }

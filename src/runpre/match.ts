@@ -87,7 +87,12 @@ export class RunPre {
 
   /** addObject registers a pre object (as the kernel's build made it) under its path. */
   addObject(name: string, elf: ElfFile): void {
-    this.objects.set(name, { name, elf, units: new ObjectUnits(elf), sites: sitesOf(elf) });
+    this.objects.set(name, {
+      name,
+      elf,
+      units: new ObjectUnits(elf, { branches: false }),
+      sites: sitesOf(elf),
+    });
   }
 
   private object(name: string): PreObject {

@@ -1,0 +1,103 @@
+// Extraction of replacement code (src/update/extract.ts) from small gcc-12 objects, diffed and
+// classified as create does: functions in a section of their own name (the kernel's __sched,
+// .sched.text) are copied with their neighbours and only the changed ones replace; new data in a
+// shared data section is refused; an alternative's replacement is found where its entry says.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+import { diffObjects } from "../../src/diff/index.js";
+import { ElfFile } from "../../src/elf/reader.js";
+import { classify } from "../../src/update/classify.js";
+import { extractObject } from "../../src/update/extract.js";
+import { compileC, FIXTURE_CFLAGS, tempDir } from "../helpers/compile.js";
+
+function extract(pre: string, post: string, exported: (name: string) => boolean = () => false) {
+  const dir = tempDir();
+  const load = (p: string) => ElfFile.parse(readFileSync(p), p);
+  const p = classify(
+    "kernel/demo.o",
+    diffObjects(
+      load(compileC(dir, "pre", pre, FIXTURE_CFLAGS)),
+      load(compileC(dir, "post", post, FIXTURE_CFLAGS)),
+    ),
+  );
+  const ext = extractObject({
+    object: p.object,
+    post: p.diff.post,
+    pre: p.diff.pre,
+    replaced: p.replaced.map((r) => ({ post: r.post, preName: r.pre.name })),
+    added: p.added,
+    addedData: p.addedData,
+    preNameOf: (u) => p.diff.pairing.partner.get(u)?.name,
+    exported,
+    updateGlobals: new Set(),
+    usedNames: new Set(),
+  });
+  return { plan: p, ext, out: ElfFile.parse(ext.bytes, "extracted") };
+}
+
+const SCHED = `
+extern int other(int);
+#define __sched __attribute__((__section__(".sched.text")))
+static __attribute__((noinline)) int __sched helper(int x) { return other(x) + 1; }
+int __sched wait_a(int x) { return helper(x) * 2; }
+int __sched wait_b(int x) { return helper(x) * 3; }
+`;
+
+test("a changed function of a shared text section is copied with its neighbours; only it replaces", () => {
+  const { plan, ext, out } = extract(SCHED, SCHED.replace("helper(x) * 2", "helper(x) * 4"));
+  assert.deepEqual(
+    plan.replaced.map((r) => r.post.name),
+    ["wait_a"],
+  );
+  assert.deepEqual(ext.refusals, []);
+  assert.deepEqual(
+    ext.functions.map((f) => [f.name, f.replaces]),
+    [["wait_a", "wait_a"]],
+  );
+  const sched = out.sections.find((s) => s.name.startsWith(".sched.text"));
+  assert.ok(sched, "the module object has the .sched.text copy");
+  // The whole section: wait_a's call to helper, resolved by the assembler, still lands on helper.
+  const pre = ElfFile.parse(ext.bytes, "x");
+  assert.equal(sched.size, pre.sections.find((s) => s.name === sched.name)!.size);
+  assert.ok(sched.size >= 3n * 8n);
+});
+
+test("new data in a shared data section (not per-call-site data) is refused by name", () => {
+  const base = `int __attribute__((__section__(".data..read_mostly"))) knob = 1;\nint get(void) { return knob; }\n`;
+  const post = `int __attribute__((__section__(".data..read_mostly"))) knob = 1;\nint __attribute__((__section__(".data..read_mostly"))) knob2 = 2;\nint get(void) { return knob + knob2; }\n`;
+  const { ext } = extract(base, post);
+  assert.deepEqual(
+    ext.refusals.map((r) => [r.symbol, /shares section \.data\.\.read_mostly with knob/.test(r.reason)]),
+    [["knob2", true]],
+  );
+});
+
+// The kernel's alternative() in miniature: an .altinstructions entry (instr, replacement, cpuid,
+// lengths) whose replacement is a jmp to a kernel function, one per function.
+const ALT = `
+extern void ext_a(void);
+extern void ext_b(void);
+#define ALT(target) asm volatile("661: .skip 5, 0x90\\n662:\\n" \\
+  ".pushsection .altinstructions,\\"a\\"\\n .long 661b - .\\n .long 663f - .\\n .word 1\\n .byte 662b-661b\\n .byte 664f-663f\\n .popsection\\n" \\
+  ".pushsection .altinstr_replacement,\\"ax\\"\\n663: jmp " #target "\\n664:\\n .popsection")
+int f1(int x) { ALT(ext_a); return x + 1; }
+int f2(int x) { ALT(ext_b); return x + 2; }
+`;
+
+test("the new code's alternatives are told from a neighbour's in the shared replacement section", () => {
+  // f1 changes; its replacement jumps to an export. f2's replacement, copied along in the same
+  // section, jumps to a function the kernel does not export: not the new code's, so no refusal.
+  const { ext } = extract(ALT, ALT.replace("x + 1", "x + 5"), (n) => n === "ext_a");
+  assert.deepEqual(ext.refusals, []);
+  assert.deepEqual(
+    ext.functions.map((f) => f.name),
+    ["f1"],
+  );
+  // Had f1's own replacement needed ext_b, it would be refused.
+  const own = extract(ALT, ALT.replace("x + 1", "x + 5"), () => false);
+  assert.deepEqual(
+    own.ext.refusals.map((r) => r.symbol),
+    ["ext_a"],
+  );
+});
