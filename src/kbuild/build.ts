@@ -212,30 +212,24 @@ export class BuildView {
   }
 
   /**
-   * preprocess returns the preprocessed source of `object` (no line markers), from the command
-   * kbuild recorded for it: what the compiler sees once comments and disabled #if blocks are gone.
+   * preprocess returns the preprocessed source of `object` (no line markers, __LINE__ as 0), from
+   * the command kbuild recorded for it: what the compiler sees once comments and disabled #if
+   * blocks are gone.
    */
   async preprocess(object: string, signal: AbortSignal): Promise<string> {
     const compiler = this.recordedCommand(object).split(" ; ")[0];
     const at = compiler.indexOf(` -c -o ${object} `);
     if (at < 0) throw new Error(`the recorded command for ${object} does not compile it with -c -o`);
-    const cmd = `${compiler.slice(0, at)} -E -P -o - ${compiler.slice(at + ` -c -o ${object} `.length)}`;
+    // __LINE__ as 0: lines that only moved (a longer comment above a WARN_ON) are no difference.
+    const cmd = `${compiler.slice(0, at)} -E -P -D__LINE__=0 -o - ${compiler.slice(at + ` -c -o ${object} `.length)}`;
     const out = await run("sh", ["-ec", cmd.replace(/-Wp,-MMD,\S+/, "")], signal, this.dir, true);
     if (out.code !== 0) throw new Error(`preprocessing ${object} failed: ${out.output.slice(-2000)}`);
     return out.output;
   }
 
-  /** withoutComments returns a source file of the view with its comments removed (gcc -fpreprocessed). */
-  async withoutComments(rel: string, signal: AbortSignal): Promise<string> {
-    const out = await run(
-      this.tree.cc,
-      ["-fpreprocessed", "-dD", "-E", "-P", "-x", "c", rel],
-      signal,
-      this.dir,
-      true,
-    );
-    if (out.code !== 0) throw new Error(`removing the comments of ${rel} failed: ${out.output.slice(-2000)}`);
-    return out.output;
+  /** read returns a text file of the view. */
+  read(rel: string): string {
+    return readFileSync(join(this.dir, rel), "utf8");
   }
 
   /** copyOut copies a built file from the view to dest. */

@@ -4,7 +4,7 @@
 // matter to a running kernel (that code ran at boot, or never runs): they are left out, named. Hook pointers (update/hooks.ts) are taken out of
 // the new data and listed as hooks.
 
-import type { ObjectDiff, Unit } from "../diff/index.js";
+import type { ObjectDiff, ObjectUnits, Unit } from "../diff/index.js";
 import { SHF } from "../elf/constants.js";
 import { findHooks, type Hook, isHookData } from "./hooks.js";
 
@@ -114,14 +114,23 @@ export function classify(
       );
     }
   }
-  const exported = (u: Unit) => diff.pre.units.some((x) => x.name === `__ksymtab_${u.name}`);
-  for (const u of diff.removed)
-    if (u.global && exported(u)) refuse(u.name, "removes an exported symbol that modules may use");
+  // Exports: EXPORT_SYMBOL makes a section ___ksymtab[_gpl]+NAME (a label, not a unit).
+  const exportsOf = (units: ObjectUnits) =>
+    new Map(
+      units.elf.sections.flatMap((sec) => {
+        const m = /^___ksymtab(_gpl)?\+(.+)$/.exec(sec.name);
+        return m ? [[m[2], m[1] ? "EXPORT_SYMBOL_GPL" : "EXPORT_SYMBOL"] as const] : [];
+      }),
+    );
+  const preExports = exportsOf(diff.pre);
+  const postExports = exportsOf(diff.post);
+  for (const [name, how] of postExports)
+    if (!preExports.has(name))
+      ignore(name, `adds an export (${how}), and the running kernel's table of exports cannot grow`);
+  for (const name of preExports.keys())
+    if (!postExports.has(name)) refuse(name, "removes an exported symbol that modules may use");
   for (const u of [...diff.added, ...diff.addedData])
     if (INIT.test(u.section.name)) ignore(u.name, initReason(u.section.name, "adds"));
-  for (const u of diff.addedData)
-    if (/^__ksymtab/.test(u.name))
-      refuse(u.name.replace(/^__ksymtab_/, ""), "adds an exported symbol (EXPORT_SYMBOL)");
   const hooks = findHooks(object, diff);
   refusals.push(...hooks.refusals);
   return {

@@ -13,6 +13,7 @@ import { checksum } from "../diff/correlate.js";
 import { diffObjects, type Unit } from "../diff/index.js";
 import { ElfFile } from "../elf/reader.js";
 import { BuildView, SECTION_FLAGS } from "../kbuild/build.js";
+import { changedLines, codeLines } from "../kbuild/lines.js";
 import { dependentsFromCmdFiles, ObjectMap, objectFor, sourcesIncluding } from "../kbuild/objects.js";
 import { parsePatch } from "../kbuild/patch.js";
 import { openTree } from "../kbuild/tree.js";
@@ -187,8 +188,7 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     const ignored = plans.flatMap((p) => p.ignored);
     const useful = plans.filter((p) => p.replaced.length || p.added.length || p.addedData.length);
     if (useful.length === 0) {
-      const files = patches.filter((p) => !p.applied).flatMap((p) => p.files.map((f) => f.path));
-      const why = await whyNoChange(views[0], views[1], objects, files, ignored, o.signal);
+      const why = await whyNoChange(views[0], views[1], objects, fresh, ignored, o.signal);
       throw new UserError(
         `the patch changes nothing in the running kernel's code (${objects.join(", ")}): ${why}; nothing to do`,
         { code: "no_change" },
@@ -196,16 +196,6 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     }
     for (const v of views.splice(0)) v.close();
     for (const i of ignored) o.log(`left out: ${i.object}: ${i.symbol}: ${i.reason}`);
-    if (useful.every((p) => p.replaced.length === 0 && p.hooks.length === 0)) {
-      const added = useful.flatMap((p) =>
-        [...p.added, ...p.addedData].map((u) => `${u.name} (${u.section.name})`),
-      );
-      throw new UserError(
-        `the patch only adds code or data that nothing in the running kernel uses: ${added.join(", ")}; nothing to replace`,
-        { code: "no_change" },
-      );
-    }
-
     const exports = loadExports(join(headersDir, "Module.symvers"));
     const usedNames = new Set<string>();
     // Globals new in one object may be called from another object of the update.
@@ -220,6 +210,16 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     );
     const extractRefusals = extracted.flatMap((e) => e.ext.extraction.refusals);
     if (extractRefusals.length) throw refusalError(extractRefusals);
+    // After extraction, whose refusals say more (new entries of a kernel table, say).
+    if (useful.every((p) => p.replaced.length === 0 && p.hooks.length === 0)) {
+      const added = useful.flatMap((p) =>
+        [...p.added, ...p.addedData].map((u) => `${u.name} (${u.section.name})`),
+      );
+      throw new UserError(
+        `the patch only adds code or data that nothing in the running kernel uses: ${added.join(", ")}; nothing to replace`,
+        { code: "no_change" },
+      );
+    }
 
     const description = o.description ?? describePatches(patches.filter((p) => !p.applied));
     const pkgDir = join(work, `ksplice-${id}`);
@@ -304,19 +304,24 @@ async function whyNoChange(
   pre: BuildView,
   post: BuildView,
   objects: string[],
-  files: string[],
+  patches: Array<{ text: string }>,
   ignored: Ignored[],
   signal: AbortSignal,
 ): Promise<string> {
   if (ignored.length)
     return `its only changes cannot reach the running kernel: ${ignored.map((i) => `${i.symbol} ${i.reason}`).join("; ")}`;
-  for (const obj of objects)
-    if ((await pre.preprocess(obj, signal)) !== (await post.preprocess(obj, signal)))
-      return "its changes compile to the same code (a type spelling, an annotation, or code the compiler leaves out)";
   const squash = (s: string) => s.replace(/\s+/g, " ").trim();
-  for (const f of files.filter((x) => /\.[ch]$/.test(x) && pre.exists(x) && post.exists(x)))
-    if (squash(await pre.withoutComments(f, signal)) !== squash(await post.withoutComments(f, signal)))
-      return "the code it changes is left out of this kernel by its configuration (#if/#ifdef blocks that are off)";
+  for (const obj of objects)
+    if (squash(await pre.preprocess(obj, signal)) !== squash(await post.preprocess(obj, signal)))
+      return "its changes compile to the same code (a type spelling, an annotation, or code the compiler leaves out)";
+  // The compiler saw the same text: were the changed lines code at all?
+  for (const p of patches)
+    for (const [file, lines] of changedLines(p.text)) {
+      const code = (v: BuildView, at: number[]) =>
+        v.exists(file) && at.some((l) => codeLines(v.read(file)).has(l));
+      if (code(pre, lines.removed) || code(post, lines.added))
+        return "the code it changes never reaches the compiler in this kernel's configuration (#if/#ifdef blocks that are off, or macros nothing uses)";
+    }
   return "it changes only comments or whitespace";
 }
 
