@@ -128,7 +128,8 @@ export function classify(
     if (!preExports.has(name))
       ignore(name, `adds an export (${how}), and the running kernel's table of exports cannot grow`);
   for (const name of preExports.keys())
-    if (!postExports.has(name)) refuse(name, "removes an exported symbol that modules may use");
+    if (!postExports.has(name))
+      ignore(name, "removes an export, and the running kernel keeps exporting the code it had for modules");
   for (const u of [...diff.added, ...diff.addedData])
     if (INIT.test(u.section.name)) ignore(u.name, initReason(u.section.name, "adds"));
   const hooks = findHooks(object, diff);

@@ -140,7 +140,7 @@ export function extractObject(opts: {
       refusals.push({
         object,
         symbol: u.name,
-        reason: `shares section ${u.section.name} with ${others[0].name}: build with -ffunction-sections -fdata-sections`,
+        reason: `is new data in ${u.section.name}, a section it shares with ${others[0].name}; ksplice copies data section by section and would duplicate ${others[0].name}: not supported yet`,
       });
     include(u.section);
   }
