@@ -125,47 +125,78 @@ export function extractObject(opts: {
     return ref;
   };
 
+  const partNames = new Map<SectionRef, string>();
+  const sectionNameOf = (ref: SectionRef) =>
+    partNames.get(ref) ?? [...outSec.values()].find((s) => s.ref === ref)!.name;
+
   const functions: ExtractedFunction[] = [];
   const data: Extraction["data"] = [];
   const units: Unit[] = [...opts.replaced.map((r) => r.post), ...opts.added, ...opts.addedData];
+  // Where each copied unit is: its section copied whole, or a part of a shared data section.
+  const partOf = new Map<Unit, { ref: SectionRef; offset: number }>();
+  const parts = new Map<ElfSection, Unit[]>();
   for (const u of units) {
     const others = post.unitsIn(u.section).filter((x) => x !== u && !units.includes(x) && x.size > 0);
     // Code in a section of its own name (__sched: .sched.text) shares it with its neighbours,
     // whose calls to each other the assembler resolved: the section is copied whole, and only
     // the changed functions are redirected to it. Per-call-site data (WARN_ONCE flags, pr_debug
-    // descriptors) is copied whole too. Other shared data would be duplicated: refused.
+    // descriptors) is copied whole too. New data in a section shared with the kernel's own
+    // (__read_mostly, __ro_after_init) is copied alone, into a section of its own.
     const whole =
       (u.section.flags & BigInt(SHF.EXECINSTR)) !== 0n || /^\.data\.once$|^__dyndbg$/.test(u.section.name);
-    if (others.length && !whole)
+    if (!others.length || whole) include(u.section);
+    else if (/^\.data\.\.percpu/.test(u.section.name))
       refusals.push({
         object,
         symbol: u.name,
-        reason: `is new data in ${u.section.name}, a section it shares with ${others[0].name}; ksplice copies data section by section and would duplicate ${others[0].name}: not supported yet`,
+        reason: `is a new per-CPU variable (${u.section.name}); adding per-CPU data in an update is not supported yet`,
       });
-    include(u.section);
+    else parts.set(u.section, [...(parts.get(u.section) ?? []), u]);
   }
+  for (const [sec, list] of parts) {
+    const align = Number(sec.addralign || 1n);
+    let size = 0;
+    const at = list.map((u) => {
+      const off = Math.ceil(size / align) * align;
+      size = off + u.size;
+      return off;
+    });
+    const bytes = new Uint8Array(size);
+    if (sec.type !== SHT.NOBITS) list.forEach((u, i) => bytes.set(u.bytes, at[i]));
+    const name = uniqueName(sec.name);
+    const ref = w.addSection({
+      name,
+      type: sec.type,
+      flags: sec.flags & ~BigInt(SHF.GROUP | SHF.INFO_LINK),
+      data: sec.type === SHT.NOBITS ? undefined : bytes,
+      size: sec.type === SHT.NOBITS ? BigInt(size) : undefined,
+      addralign: sec.addralign || 1n,
+    });
+    partNames.set(ref, name);
+    list.forEach((u, i) => partOf.set(u, { ref, offset: at[i] }));
+  }
+  const isPlaced = (u: Unit) => partOf.has(u) || outSec.has(u.section.index);
+  /** placeOf says where a copied unit's bytes start in the module object. */
+  const placeOf = (u: Unit) => partOf.get(u) ?? { ref: outSec.get(u.section.index)!.ref, offset: u.start };
   // Symbols for the copied units, local so that nothing clashes with kernel exports; a global
   // the update adds stays global, for the update's other objects that call it.
   const isNew = new Set([...opts.added, ...opts.addedData]);
   for (const u of units) {
-    const s = outSec.get(u.section.index)!;
+    if (!isPlaced(u)) continue; // refused above
+    const place = placeOf(u);
+    const section = sectionNameOf(place.ref);
     w.addSymbol({
       name: u.name,
-      value: u.start,
+      value: place.offset,
       size: u.size,
       bind: u.global && isNew.has(u) && opts.updateGlobals.has(u.name) ? STB.GLOBAL : STB.LOCAL,
       type: u.kind === "func" ? STT.FUNC : STT.OBJECT,
-      section: s.ref,
+      section: place.ref,
     });
     const rep = opts.replaced.find((r) => r.post === u);
     if (u.kind === "func")
-      functions.push({
-        name: u.name,
-        section: s.name,
-        size: u.size,
-        ...(rep ? { replaces: rep.preName } : {}),
-      });
-    else data.push({ name: u.name, section: s.name, size: u.size });
+      functions.push({ name: u.name, section, size: u.size, ...(rep ? { replaces: rep.preName } : {}) });
+    else data.push({ name: u.name, section, size: u.size });
   }
 
   const isCopyable = (sec: ElfSection) => {
@@ -211,13 +242,14 @@ export function extractObject(opts: {
     const defined = sym.shndx !== SHN.UNDEF && sym.shndx < SHN.LORESERVE;
     if (!defined || (sym.bind !== STB.LOCAL && sym.type !== STT.SECTION)) {
       // A global: our own copy if we copied it, the kernel's otherwise.
-      const mine = units.find((u) => u.name === sym.name && u.global);
+      const mine = units.find((u) => u.name === sym.name && u.global && isPlaced(u));
       if (mine) {
+        const place = placeOf(mine);
         w.addRelocation(fromRef, {
           offset: outOffset,
           type,
-          symbol: w.sectionSymbol(outSec.get(mine.section.index)!.ref),
-          addend: r.addend + BigInt(mine.start),
+          symbol: w.sectionSymbol(place.ref),
+          addend: r.addend + BigInt(place.offset),
         });
       } else if (opts.exported(sym.name) || opts.updateGlobals.has(sym.name)) {
         // Resolved by the module loader (an export) or when the update module is linked.
@@ -260,6 +292,16 @@ export function extractObject(opts: {
       });
       return;
     }
+    const part = partOf.get(u);
+    if (part) {
+      w.addRelocation(fromRef, {
+        offset: outOffset,
+        type,
+        symbol: w.sectionSymbol(part.ref),
+        addend: at - BigInt(u.start) + BigInt(part.offset),
+      });
+      return;
+    }
     const pre = opts.preNameOf(u);
     if (pre === undefined) {
       refusals.push({
@@ -271,7 +313,7 @@ export function extractObject(opts: {
     }
     kernel(fromRef, outOffset, type, at - BigInt(u.start), u.name, !u.global, pre);
   };
-  const sectionNameOf = (ref: SectionRef) => [...outSec.values()].find((s) => s.ref === ref)!.name;
+
   const altKernel: KernelReloc[] = [];
   const altRanges: Array<{ start: number; len: number }> = [];
   const kernel = (
@@ -299,6 +341,12 @@ export function extractObject(opts: {
     else relocs.push(rec);
   };
 
+  // Relocations inside the copied parts of shared data sections.
+  for (const [sec, list] of parts)
+    for (const r of elf.relocations(sec)) {
+      const u = list.find((x) => Number(r.offset) >= x.start && Number(r.offset) < x.start + x.size);
+      if (u) route(sec, partOf.get(u)!.ref, r, partOf.get(u)!.offset + Number(r.offset) - u.start);
+    }
   // Copy relocations of every included section; routing can pull in more sections.
   let drained = 0;
   const drain = () => {

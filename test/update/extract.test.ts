@@ -63,16 +63,33 @@ test("a changed function of a shared text section is copied with its neighbours;
   assert.ok(sched.size >= 3n * 8n);
 });
 
-test("new data in a shared data section (not per-call-site data) is refused by name", () => {
-  const base = `int __attribute__((__section__(".data..read_mostly"))) knob = 1;\nint get(void) { return knob; }\n`;
-  const post = `int __attribute__((__section__(".data..read_mostly"))) knob = 1;\nint __attribute__((__section__(".data..read_mostly"))) knob2 = 2;\nint get(void) { return knob + knob2; }\n`;
-  const { ext } = extract(base, post);
+test("new data in a data section shared with the kernel's own is copied alone; new per-CPU data is refused", () => {
+  const rm = `__attribute__((__section__(".data..read_mostly")))`;
+  const base = `int ${rm} knob = 1;\nint get(void) { return knob; }\n`;
+  const post = `int ${rm} knob = 1;\nint *${rm} knob2 = &knob;\nint get(void) { return knob + *knob2; }\n`;
+  const { ext, out } = extract(base, post);
+  assert.deepEqual(ext.refusals, []);
   assert.deepEqual(
-    ext.refusals.map((r) => [
-      r.symbol,
-      /is new data in \.data\.\.read_mostly, a section it shares with knob/.test(r.reason),
-    ]),
-    [["knob2", true]],
+    ext.data.map((d) => [d.name, d.section, d.size]),
+    [["knob2", ".data..read_mostly", 8]],
+  );
+  // Only knob2's 8 bytes are copied; its pointer to knob is left for the kernel's knob.
+  assert.equal(out.sectionByName(".data..read_mostly")?.size, 8n);
+  assert.deepEqual(
+    ext.relocs.map((r) => [r.section, r.offset, r.symbol]),
+    [
+      [".text.get", ext.relocs.find((x) => x.section === ".text.get")?.offset, "knob"],
+      [".data..read_mostly", 0, "knob"],
+    ].sort(),
+  );
+  const pcpu = `__attribute__((__section__(".data..percpu")))`;
+  const percpu = extract(
+    `int ${pcpu} a;\nint get(void) { return a; }\n`,
+    `int ${pcpu} a;\nint ${pcpu} b;\nint get(void) { return a + b; }\n`,
+  );
+  assert.deepEqual(
+    percpu.ext.refusals.map((r) => [r.symbol, /new per-CPU variable/.test(r.reason)]),
+    [["b", true]],
   );
 });
 
