@@ -43,6 +43,7 @@ interface Step {
   result: string;
   message?: string;
   seconds?: number;
+  pauseNs?: number;
 }
 
 interface Row {
@@ -200,45 +201,67 @@ async function labBatch(batch: Row[], offset: number, total: number): Promise<vo
   }
 }
 
+/**
+ * applyOne applies, checks, undoes and checks one update in one guest command (each `ksplice`
+ * run starts Node, seconds under TCG): the check is the core's own state in sysfs and the log.
+ */
 async function applyOne(vm: LabVM, r: Row, pkg: string): Promise<void> {
-  const t0 = performance.now();
-  const a = await vm.exec(["sh", "-c", `ksplice apply --json --raw-errors ${pkg}`], { timeoutMs: 600_000 });
-  const aSecs = (performance.now() - t0) / 1000;
-  if (a.code !== 0) {
+  const dir = `/sys/kernel/ksplice/${r.id}`;
+  // busybox has no date +%N: time in centiseconds from /proc/uptime.
+  const script = `
+cs() { read u _ </proc/uptime; echo "\${u%.*}\${u#*.}"; }
+t0=$(cs); ksplice apply --json --raw-errors ${pkg} >/tmp/a.out 2>/tmp/a.err; a=$?; t1=$(cs)
+echo "apply=$a $(( (t1 - t0) * 10 ))"; echo "stage=$(cat ${dir}/stage 2>/dev/null)"
+echo "--log"; dmesg -c; echo "--end"
+if [ $a = 0 ]; then
+  t0=$(cs); ksplice undo --json --raw-errors ${r.id} >/tmp/u.out 2>/tmp/u.err; u=$?; t1=$(cs)
+  echo "undo=$u $(( (t1 - t0) * 10 ))"; [ -e ${dir} ] && echo "left=dir"; lsmod | grep -q '^ksplice_${r.id} ' && echo "left=module"
+  [ $u = 0 ] || ksplice undo ${r.id} >/dev/null 2>&1
+  echo "--log"; dmesg -c; echo "--end"
+fi
+echo "--apply"; cat /tmp/a.out /tmp/a.err; echo "--undo"; cat /tmp/u.out /tmp/u.err 2>/dev/null; rm -f /tmp/u.out /tmp/u.err`;
+  const out = (await vm.exec(["sh", "-c", script], { timeoutMs: 900_000 })).stdout;
+  const field = (k: string) => new RegExp(`^${k}=(.*)$`, "m").exec(out)?.[1];
+  const logs = [...out.matchAll(/^--log\n([\s\S]*?)^--end$/gm)].map((m) => m[1]);
+  const after = (k: string, next?: string) => {
+    const from = out.indexOf(`--${k}\n`);
+    if (from < 0) return "";
+    const to = next ? out.indexOf(`--${next}\n`, from) : -1;
+    return out.slice(from + k.length + 3, to < 0 ? out.length : to);
+  };
+  const outcome = (text: string, code: string, ms: string): Step => {
+    const seconds = Number(ms) / 1000;
+    if (code !== "0")
+      return {
+        result: text.split("\n").find((l) => /^[a-z_]+$/.test(l)) ?? `exit ${code}`,
+        message: text.trim(),
+        seconds,
+      };
+    return {
+      result: "ok",
+      seconds,
+      pauseNs: JSON.parse(text.slice(0, text.lastIndexOf("}") + 1)).pauseNs,
+    } as Step;
+  };
+  const [aCode, aMs] = (field("apply") ?? "? 0").split(" ");
+  r.apply = outcome(after("apply", "undo"), aCode, aMs);
+  if (r.apply.result === "ok" && field("stage") !== "applied")
     r.apply = {
-      result: a.stderr.split("\n")[0] || `exit ${a.code}`,
-      message: a.stderr.trim(),
-      seconds: aSecs,
+      ...r.apply,
+      result: "not_applied",
+      message: `${dir}/stage says ${field("stage") || "nothing"}`,
     };
-    await checkLog(vm, r, "apply");
-    return;
-  }
-  r.apply = { result: "ok", pauseNs: JSON.parse(a.stdout).pauseNs, seconds: aSecs };
-  const listed = JSON.parse((await sh(vm, "ksplice view --json")).stdout).updates.map(
-    (u: { id: string }) => u.id,
-  );
-  if (!listed.includes(r.id))
-    r.apply = { ...r.apply, result: "not_listed", message: `ksplice view: ${listed}` };
-  await checkLog(vm, r, "apply");
-  const t1 = performance.now();
-  const u = await vm.exec(["sh", "-c", `ksplice undo --json --raw-errors ${r.id}`], { timeoutMs: 300_000 });
-  const uSecs = (performance.now() - t1) / 1000;
-  r.undo =
-    u.code === 0
-      ? { result: "ok", pauseNs: JSON.parse(u.stdout).pauseNs, seconds: uSecs }
-      : { result: u.stderr.split("\n")[0] || `exit ${u.code}`, message: u.stderr.trim(), seconds: uSecs };
-  const left = (await sh(vm, "ksplice view --json; lsmod | grep -c '^ksplice_' || true")).stdout;
-  if (r.undo.result === "ok" && !/"updates": \[\]/.test(left))
-    r.undo = { ...r.undo, result: "still_listed", message: left };
-  await checkLog(vm, r, "undo");
-  if (r.undo.result !== "ok") {
-    // Leave the next fix a clean kernel if we can.
-    await sh(vm, `ksplice undo ${r.id} || true`);
-  }
+  checkLog(r, "apply", logs[0] ?? "");
+  if (aCode !== "0") return;
+  const [uCode, uMs] = (field("undo") ?? "? 0").split(" ");
+  r.undo = outcome(after("undo"), uCode, uMs);
+  const left = [...out.matchAll(/^left=(.*)$/gm)].map((m) => m[1]);
+  if (r.undo.result === "ok" && left.length)
+    r.undo = { ...r.undo, result: "left_behind", message: `after undo: ${left.join(", ")}` };
+  checkLog(r, "undo", logs[1] ?? "");
 }
 
-async function checkLog(vm: LabVM, r: Row, step: "apply" | "undo"): Promise<void> {
-  const log = (await sh(vm, "dmesg -c")).stdout;
+function checkLog(r: Row, step: "apply" | "undo", log: string): void {
   const bad = log.split("\n").filter((l) => BAD_LOG.test(l));
   if (bad.length) {
     const s = r[step]!;

@@ -206,14 +206,13 @@ export class ObjectMap {
 
   /** includers lists the .c files of the tree that #include the .c file `path`. */
   private includers(path: string): string[] {
-    // Includers are nearly always in the same subsystem: grep that first, the whole tree
-    // (a few seconds when its files are not in the page cache) only when it has none.
+    // Includers are in the same subsystem (kernel/sched/build_utility.c, arch/x86/mm/init_64.c).
+    // Across subsystems the kernel includes .c files only into boot code and the vDSO, which are
+    // not vmlinux, and into lib/ from scripts/dtc/libfdt/. A whole-tree grep would cost half a
+    // minute when the tree is not in the page cache.
     const top = path.startsWith("arch/") ? path.split("/").slice(0, 2).join("/") : path.split("/")[0];
-    for (const scope of [top, "."]) {
-      const found = this.scanIncludes(scope).get(path);
-      if (found?.length) return found;
-    }
-    return [];
+    const scope = top === "scripts" || top === "tools" ? "lib" : top;
+    return this.scanIncludes(scope).get(path) ?? [];
   }
 
   /** scanIncludes indexes the `#include "x.c"` lines of one subtree, once per subtree. */
