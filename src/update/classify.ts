@@ -35,6 +35,8 @@ export interface ObjectPlan {
   refusals: Refusal[];
   /** Changes to __init/__exit code and data: left out, and said so. */
   ignored: Ignored[];
+  /** What the plan does that a user should know (changed const data copied). */
+  notes: string[];
 }
 
 // Sections the kernel frees after boot or never keeps in built-in code: __init/__exit code and
@@ -82,6 +84,34 @@ export function classify(
   const ignored: Ignored[] = [];
   const ignore = (symbol: string, reason: string) => ignored.push({ object, symbol, reason });
   const replaced: ObjectPlan["replaced"] = [];
+  const copied: Unit[] = [];
+  const notes: string[] = [];
+  /**
+   * copyConst handles changed read-only data (a const table) the way a patch renaming it would:
+   * the new contents go into the update as new data, and every function of the object that
+   * reads it is replaced, changed or not, by one that reads the new copy. Returns why it cannot.
+   */
+  const copyConst = (d: Unit): string | undefined => {
+    if (d.global) return "global, so other objects may read it";
+    const readers = diff.post.units.filter((u) =>
+      u.relocs.some((r) => r.target.kind === "unit" && r.target.unit === d),
+    );
+    const data = readers.find((u) => u.kind === "data");
+    if (data) return `is referred to by data (${data.name})`;
+    const fns: string[] = [];
+    for (const f of readers) {
+      if (INIT.test(f.section.name)) continue; // has run; keeps the old copy
+      if (NO_PATCH_SECTIONS.test(f.section.name)) return `is read by ${f.name} in ${f.section.name}`;
+      const pre = diff.pairing.partner.get(f);
+      if (pre && !replaced.some((r) => r.post === f)) replaced.push({ pre, post: f });
+      fns.push(f.name);
+    }
+    copied.push(d);
+    notes.push(
+      `${d.name}: its new contents (read-only data) are copied into the update and read by the replaced ${fns.join(", ")}; pointers to the old copy kept elsewhere since boot still see the old contents`,
+    );
+    return undefined;
+  };
   for (const c of diff.changed) {
     const sec = c.pre.section.name;
     if (INIT.test(sec)) ignore(c.post.name, initReason(sec, "changes"));
@@ -106,12 +136,19 @@ export function classify(
       );
     else {
       const what = `changes initialised data (${c.difference.reason} at +0x${c.difference.offset.toString(16)}): replacing code does not change the running kernel's value of ${c.post.name}`;
-      refuse(
-        c.post.name,
-        isWritable(c.post)
-          ? `${what}, which may have been modified since boot; set it from a ksplice_apply hook instead (README: Hooks)`
-          : `${what}, which is read-only (${sec}); give the new value another name in the patch, so that the functions reading it are replaced by ones that read the new copy`,
-      );
+      if (isWritable(c.post))
+        refuse(
+          c.post.name,
+          `${what}, which may have been modified since boot; set it from a ksplice_apply hook instead (README: Hooks)`,
+        );
+      else {
+        const why = copyConst(c.post);
+        if (why)
+          refuse(
+            c.post.name,
+            `${what}, which is read-only (${sec}) and ${why}; give the new value another name in the patch, so that the code reading it is replaced by code that reads the new copy`,
+          );
+      }
     }
   }
   // Exports: EXPORT_SYMBOL makes a section ___ksymtab[_gpl]+NAME (a label, not a unit).
@@ -140,7 +177,8 @@ export function classify(
     replaced,
     hooks: hooks.hooks,
     added: diff.added.filter((u) => !INIT.test(u.section.name)),
-    addedData: diff.addedData.filter(
+    notes,
+    addedData: [...copied, ...diff.addedData].filter(
       (u) =>
         !/^__ksymtab|^__kstrtab|^__crc_/.test(u.name) &&
         !INIT.test(u.section.name) &&

@@ -196,6 +196,7 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     }
     for (const v of views.splice(0)) v.close();
     for (const i of ignored) o.log(`left out: ${i.object}: ${i.symbol}: ${i.reason}`);
+    for (const p of plans) for (const n of p.notes) o.log(`${p.object}: ${n}`);
     const exports = loadExports(join(headersDir, "Module.symvers"));
     const usedNames = new Set<string>();
     // Globals new in one object may be called from another object of the update.

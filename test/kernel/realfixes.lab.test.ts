@@ -9,6 +9,7 @@
 //   - security/selinux/ss/conditional.c: a member of a composite object in a subdirectory
 //     (selinux-y += ss/conditional.o);
 //   - net/ipv6/inet6_hashtables.c: listed as obj-$(subst m,y,$(CONFIG_IPV6));
+//   - drivers/video/fbdev/core/modedb.c: a const table changes (copied, its reader replaced);
 // and one patch of ours for the class no one-file fix can show: a new global function of one
 // object (fs/proc/cmdline.c) called from another (fs/proc/meminfo.c), seen in /proc/meminfo.
 import assert from "node:assert/strict";
@@ -69,6 +70,8 @@ test("real fixes from Debian's stable delta apply, take effect and undo in the r
     { id: "rfsched", file: "kernel/sched/cpufreq_schedutil.c", replaces: [] },
     { id: "rfselinux", file: "security/selinux/ss/conditional.c", replaces: [] },
     { id: "rfinet6", file: "net/ipv6/inet6_hashtables.c", replaces: [] },
+    // A const table changed: its new copy goes into the update, and its reader is replaced.
+    { id: "rfmodedb", file: "drivers/video/fbdev/core/modedb.c", replaces: ["fb_find_mode"] },
     {
       id: "rfcross",
       patch: join(REPO, "test/update/fixtures/meminfo-cmdline-cross.patch"),

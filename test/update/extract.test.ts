@@ -121,3 +121,36 @@ test("the new code's alternatives are told from a neighbour's in the shared repl
     ["ext_a"],
   );
 });
+
+test("changed const data read only by code is copied, and every function reading it replaced", () => {
+  const src = (last: number) => `
+static const int table[4] = { 1, 2, 3, ${last} };
+int get(int i) { return table[i & 3]; }
+int twice(int i) { return table[(i + 1) & 3] * 2; }
+int unrelated(int i) { return i + 5; }
+`;
+  const { plan, ext } = extract(src(4), src(5));
+  assert.deepEqual(plan.refusals, []);
+  assert.deepEqual(plan.replaced.map((r) => r.post.name).sort(), ["get", "twice"]);
+  assert.deepEqual(
+    ext.data.map((d) => d.name),
+    ["table"],
+  );
+  assert.match(plan.notes.join("\n"), /^table: its new contents .* read by the replaced get, twice/);
+  // Nothing of the kernel's copy is used by the new code: the references stay in the module.
+  assert.deepEqual(
+    ext.relocs.filter((r) => r.symbol === "table"),
+    [],
+  );
+  // Read through a pointer in other data: the copy would not reach it, so it is refused.
+  const viaData = (last: number) => `
+static const int t2[2] = { 1, ${last} };
+const int *const ptrs[] = { t2 };
+int get(int i) { return t2[i & 1]; }
+`;
+  const refused = extract(viaData(2), viaData(3)).plan.refusals;
+  assert.deepEqual(
+    refused.map((r) => [r.symbol, /read-only .* is referred to by data \(ptrs\)/.test(r.reason)]),
+    [["t2", true]],
+  );
+});
