@@ -6,8 +6,10 @@
 //
 // Outcomes: pass (created, applied, undone, clean log); refused (create said why: no compiled
 // change, __init-only, data, a module fix while modules are unsupported); alone (the patched file
-// does not compile without the header change of its upstream commit); fail (anything else: an
-// engine bug or limit). Coverage = pass / (pass + fail).
+// does not compile without the header change of its upstream commit); busy (apply refused with
+// code_busy: a task never leaves the replaced code); fail (anything else: an engine bug or
+// limit). Coverage = pass / the fixes whose change reaches running code (pass, fail, busy, and
+// refusals of such changes).
 //
 //   npm run bench:coverage -- [--sample N] [--subsystem PREFIX]... [--file PATH]... [--no-lab]
 //                             [--only builtin|modules] [--batch N] [--json FILE] [--jobs N]
@@ -37,7 +39,7 @@ const { values: args } = parseArgs({
   },
 });
 
-type Outcome = "pass" | "refused" | "alone" | "fail";
+type Outcome = "pass" | "refused" | "alone" | "busy" | "fail";
 
 interface Step {
   result: string;
@@ -284,6 +286,10 @@ function decide(r: Row): void {
   } else if (args["no-lab"]) {
     r.outcome = "pass";
     r.reason = "created (not applied: --no-lab)";
+  } else if (r.apply?.result === "code_busy") {
+    // Refused at apply, by design: a task never leaves the code (a kthread's main loop, init in wait4).
+    r.outcome = "busy";
+    r.reason = `apply: code_busy: ${firstLine(r.apply.message)}`;
   } else if (r.apply?.result !== "ok") {
     r.outcome = "fail";
     r.reason = `apply: ${r.apply?.result ?? "not run"}: ${firstLine(r.apply?.message)}`;
@@ -318,11 +324,18 @@ function report(): void {
   const count = (o: Outcome, state?: "y" | "m") =>
     rows.filter((r) => r.outcome === o && (!state || r.state === state)).length;
   const times = rows.filter((r) => r.create.result === "ok").map((r) => (r.create.seconds ?? 0) * 1000);
+  // Coverage is over the fixes whose change reaches running code: passed, failed, busy, and the
+  // refusals of changes that do (unsupported_change); not no_change, modules, or "alone".
   const line = (state?: "y" | "m") => {
     const pass = count("pass", state);
-    const fail = count("fail", state);
-    const pct = pass + fail ? ((100 * pass) / (pass + fail)).toFixed(1) : "-";
-    return `${pass} passed, ${fail} failed (coverage ${pct}%), ${count("refused", state)} refused, ${count("alone", state)} do not compile alone`;
+    const reaching = rows.filter(
+      (r) =>
+        (!state || r.state === state) &&
+        (["fail", "busy"].includes(r.outcome) ||
+          (r.outcome === "refused" && r.create.result === "unsupported_change")),
+    ).length;
+    const pct = pass + reaching ? ((100 * pass) / (pass + reaching)).toFixed(1) : "-";
+    return `${pass} passed, ${count("fail", state)} failed, ${count("busy", state)} busy (code_busy at apply), ${count("refused", state)} refused, ${count("alone", state)} do not compile alone; coverage ${pct}% of ${pass + reaching} that reach running code`;
   };
   console.log();
   console.log(
