@@ -221,7 +221,8 @@ export class BuildView {
     const at = compiler.indexOf(` -c -o ${object} `);
     if (at < 0) throw new Error(`the recorded command for ${object} does not compile it with -c -o`);
     // __LINE__ as 0: lines that only moved (a longer comment above a WARN_ON) are no difference.
-    const cmd = `${compiler.slice(0, at)} -E -P -D__LINE__=0 -o - ${compiler.slice(at + ` -c -o ${object} `.length)}`;
+    // (-Wno-error: redefining __LINE__ warns, and CONFIG_WERROR trees make warnings errors.)
+    const cmd = `${compiler.slice(0, at)} -E -P -D__LINE__=0 -Wno-error -o - ${compiler.slice(at + ` -c -o ${object} `.length)}`;
     const out = await run("sh", ["-ec", cmd.replace(/-Wp,-MMD,\S+/, "")], signal, this.dir, true);
     if (out.code !== 0) throw new Error(`preprocessing ${object} failed: ${out.output.slice(-2000)}`);
     return out.output;
