@@ -162,7 +162,7 @@ export function extractObject(opts: {
       return off;
     });
     const bytes = new Uint8Array(size);
-    if (sec.type !== SHT.NOBITS) list.forEach((u, i) => bytes.set(u.bytes, at[i]));
+    if (sec.type !== SHT.NOBITS) for (const [i, u] of list.entries()) bytes.set(u.bytes, at[i]);
     const name = uniqueName(sec.name);
     const ref = w.addSection({
       name,
@@ -173,7 +173,7 @@ export function extractObject(opts: {
       addralign: sec.addralign || 1n,
     });
     partNames.set(ref, name);
-    list.forEach((u, i) => partOf.set(u, { ref, offset: at[i] }));
+    for (const [i, u] of list.entries()) partOf.set(u, { ref, offset: at[i] });
   }
   const isPlaced = (u: Unit) => partOf.has(u) || outSec.has(u.section.index);
   /** placeOf says where a copied unit's bytes start in the module object. */
