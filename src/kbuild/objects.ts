@@ -206,30 +206,41 @@ export class ObjectMap {
 
   /** includers lists the .c files of the tree that #include the .c file `path`. */
   private includers(path: string): string[] {
-    // Includers are in the same subsystem (kernel/sched/build_utility.c, arch/x86/mm/init_64.c).
-    // Across subsystems the kernel includes .c files only into boot code and the vDSO, which are
-    // not vmlinux, and into lib/ from scripts/dtc/libfdt/. A whole-tree grep would cost half a
-    // minute when the tree is not in the page cache.
-    const top = path.startsWith("arch/") ? path.split("/").slice(0, 2).join("/") : path.split("/")[0];
-    const scope = top === "scripts" || top === "tools" ? "lib" : top;
-    return this.scanIncludes(scope).get(path) ?? [];
+    // In the kernel a .c file is included from its own directory or an ancestor's
+    // (kernel/sched/build_utility.c, arch/x86/mm/init_64.c), or, for scripts/dtc/libfdt, from
+    // lib/; elsewhere only into boot code and the vDSO, which are not vmlinux. Those directories
+    // are read one by one: a whole-tree grep takes half a minute on a cold page cache.
+    const dirs: string[] = [];
+    for (let d = parentOf(path); ; d = parentOf(d)) {
+      dirs.push(d);
+      if (d === "") break;
+    }
+    if (/^(scripts|tools)\//.test(path)) dirs.push("lib");
+    return dirs.flatMap((d) => this.scanIncludes(d).get(path) ?? []);
   }
 
-  /** scanIncludes indexes the `#include "x.c"` lines of one subtree, once per subtree. */
-  private scanIncludes(scope: string): Map<string, string[]> {
-    let index = this.includeIndex.get(scope);
+  /** scanIncludes indexes the `#include "x.c"` lines of the .c files of one directory. */
+  private scanIncludes(dir: string): Map<string, string[]> {
+    let index = this.includeIndex.get(dir);
     if (index) return index;
     index = new Map();
-    this.includeIndex.set(scope, index);
-    if (!existsSync(join(this.root, scope))) return index;
-    for (const line of grepTree(this.root, ["*.c"], '^\\s*#\\s*include\\s*["<][^">]*\\.c[">]', scope)) {
-      const m = /^(?:\.\/)?(.+?):\d+:\s*#\s*include\s*["<]([^">]+)[">]/.exec(line);
-      if (!m) continue;
-      const includer = m[1];
-      const target = posix.normalize(posix.join(posix.dirname(includer), m[2]));
-      const list = index.get(target) ?? [];
-      list.push(includer);
-      index.set(target, list);
+    this.includeIndex.set(dir, index);
+    let names: string[];
+    try {
+      names = readdirSync(join(this.root, dir)).filter((n) => n.endsWith(".c"));
+    } catch {
+      return index;
+    }
+    for (const name of names) {
+      const rel = dir ? `${dir}/${name}` : name;
+      const text = readFileSync(join(this.root, rel), "latin1");
+      if (!text.includes(".c")) continue;
+      for (const m of text.matchAll(/^\s*#\s*include\s*["<]([^">]+\.c)[">]/gm)) {
+        const target = posix.normalize(posix.join(dir, m[1]));
+        const list = index.get(target) ?? [];
+        list.push(rel);
+        index.set(target, list);
+      }
     }
     return index;
   }

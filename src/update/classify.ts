@@ -1,8 +1,8 @@
 // Decides what an object's diff means for a live update: which functions are replaced, which
 // are new, which data is new, and which changes cannot be made by replacing code. Those are
-// refused, naming the symbol and the reason. Changes to __init/__exit code and data cannot
-// matter to a running kernel (that code ran at boot, or never runs): they are left out, named. Hook pointers (update/hooks.ts) are taken out of
-// the new data and listed as hooks.
+// refused, naming the symbol and the reason. Changes that cannot reach a running kernel
+// (__init/__exit code and data, which ran at boot or never runs; exports) are left out, named.
+// Hook pointers (update/hooks.ts) are taken out of the new data and listed as hooks.
 
 import type { ObjectDiff, ObjectUnits, Unit } from "../diff/index.js";
 import { SHF } from "../elf/constants.js";
@@ -15,7 +15,7 @@ export interface Refusal {
   reason: string;
 }
 
-/** Ignored is a change that cannot matter to the running kernel (code that ran at boot). */
+/** Ignored is a change that cannot reach the running kernel (code that ran at boot, an export). */
 export interface Ignored {
   object: string;
   symbol: string;
@@ -33,7 +33,7 @@ export interface ObjectPlan {
   /** Functions of the patch the core calls at apply/undo time. */
   hooks: Hook[];
   refusals: Refusal[];
-  /** Changes to __init/__exit code and data: left out, and said so. */
+  /** Changes that cannot reach the running kernel: left out, and said so. */
   ignored: Ignored[];
   /** What the plan does that a user should know (changed const data copied). */
   notes: string[];
@@ -76,9 +76,8 @@ export function classify(
   diff: ObjectDiff,
   opts: ClassifyOptions = { memoryHotplug: true },
 ): ObjectPlan {
-  const INIT = {
-    test: (sec: string) => INIT_SECTIONS.test(sec) || (!opts.memoryHotplug && MEMINIT_SECTIONS.test(sec)),
-  };
+  const isInit = (sec: string) =>
+    INIT_SECTIONS.test(sec) || (!opts.memoryHotplug && MEMINIT_SECTIONS.test(sec));
   const refusals: Refusal[] = [];
   const refuse = (symbol: string, reason: string) => refusals.push({ object, symbol, reason });
   const ignored: Ignored[] = [];
@@ -100,7 +99,7 @@ export function classify(
     if (data) return `is referred to by data (${data.name})`;
     const fns: string[] = [];
     for (const f of readers) {
-      if (INIT.test(f.section.name)) continue; // has run; keeps the old copy
+      if (isInit(f.section.name)) continue; // has run; keeps the old copy
       if (NO_PATCH_SECTIONS.test(f.section.name)) return `is read by ${f.name} in ${f.section.name}`;
       const pre = diff.pairing.partner.get(f);
       if (pre && !replaced.some((r) => r.post === f)) replaced.push({ pre, post: f });
@@ -114,7 +113,7 @@ export function classify(
   };
   for (const c of diff.changed) {
     const sec = c.pre.section.name;
-    if (INIT.test(sec)) ignore(c.post.name, initReason(sec, "changes"));
+    if (isInit(sec)) ignore(c.post.name, initReason(sec, "changes"));
     else if (NO_PATCH_SECTIONS.test(sec))
       refuse(c.post.name, `changes code in ${sec}, which cannot be patched safely`);
     else replaced.push({ pre: c.pre, post: c.post });
@@ -128,27 +127,26 @@ export function classify(
     }
     if (/^\.data\.\.ro_after_init/.test(sec))
       refuse(c.post.name, `changes __ro_after_init data (${sec}), which is read-only once boot ends`);
-    else if (INIT.test(sec)) ignore(c.post.name, initReason(sec, "changes"));
-    else if (c.pre.size !== c.post.size)
-      refuse(
-        c.post.name,
-        `changes the size of a variable (${c.pre.size} -> ${c.post.size} bytes): its layout in memory would change`,
-      );
+    else if (isInit(sec)) ignore(c.post.name, initReason(sec, "changes"));
     else {
       const what = `changes initialised data (${c.difference.reason} at +0x${c.difference.offset.toString(16)}): replacing code does not change the running kernel's value of ${c.post.name}`;
-      if (isWritable(c.post))
+      const why = isWritable(c.post) ? "writable" : copyConst(c.post);
+      if (why === undefined) continue; // copied, its readers replaced
+      if (!isWritable(c.post))
+        refuse(
+          c.post.name,
+          `${what}, which is read-only (${sec}) and ${why}; give the new value another name in the patch, so that the code reading it is replaced by code that reads the new copy`,
+        );
+      else if (c.pre.size !== c.post.size)
+        refuse(
+          c.post.name,
+          `changes the size of a variable (${c.pre.size} -> ${c.post.size} bytes): its layout in memory would change`,
+        );
+      else
         refuse(
           c.post.name,
           `${what}, which may have been modified since boot; set it from a ksplice_apply hook instead (README: Hooks)`,
         );
-      else {
-        const why = copyConst(c.post);
-        if (why)
-          refuse(
-            c.post.name,
-            `${what}, which is read-only (${sec}) and ${why}; give the new value another name in the patch, so that the code reading it is replaced by code that reads the new copy`,
-          );
-      }
     }
   }
   // Exports: EXPORT_SYMBOL makes a section ___ksymtab[_gpl]+NAME (a label, not a unit).
@@ -168,7 +166,7 @@ export function classify(
     if (!postExports.has(name))
       ignore(name, "removes an export, and the running kernel keeps exporting the code it had for modules");
   for (const u of [...diff.added, ...diff.addedData])
-    if (INIT.test(u.section.name)) ignore(u.name, initReason(u.section.name, "adds"));
+    if (isInit(u.section.name)) ignore(u.name, initReason(u.section.name, "adds"));
   const hooks = findHooks(object, diff);
   refusals.push(...hooks.refusals);
   return {
@@ -176,12 +174,12 @@ export function classify(
     diff,
     replaced,
     hooks: hooks.hooks,
-    added: diff.added.filter((u) => !INIT.test(u.section.name)),
+    added: diff.added.filter((u) => !isInit(u.section.name)),
     notes,
     addedData: [...copied, ...diff.addedData].filter(
       (u) =>
         !/^__ksymtab|^__kstrtab|^__crc_/.test(u.name) &&
-        !INIT.test(u.section.name) &&
+        !isInit(u.section.name) &&
         !DISCARDED.test(u.section.name) &&
         // pr_debug descriptors and __func__ strings go with the code that uses them.
         !COPIED_DATA_SECTIONS.test(u.section.name) &&
