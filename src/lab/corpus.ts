@@ -5,10 +5,11 @@
 // bench:coverage` measures the engine on; nothing here builds or applies anything.
 //
 // Cache layout ($KSPLICE_CACHE/corpus/<newer-version>/): debs/, linux-source-6.1/ (unpacked,
-// stamped), fixes-<key>/ (one patch per fix and index.json, stamped with both sources).
+// stamped), fixes-<key>/ (one patch per changed .c file and index.json, stamped with both
+// sources). Which of them are in the lab kernel is asked of the object map at each load.
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ObjectMap, type SourceObject } from "../kbuild/objects.js";
 import { parseConfig } from "../kbuild/tree.js";
@@ -21,7 +22,7 @@ import { ensureDebs, type LabPaths, unpackSource } from "./prepare.js";
 export interface Fix {
   /** Path of the changed file, relative to the tree (the patch is -p1 against it). */
   file: string;
-  /** The patch file. */
+  /** The patch file (written on first use). */
   patch: string;
   /** Objects the file is compiled into in the lab kernel, and how (y: vmlinux, m: module). */
   objects: SourceObject[];
@@ -91,25 +92,33 @@ export async function prepareCorpus(
     );
 
   const labSource = lab.debs.find((d) => d.name === name)!;
-  const stamp = { layout: 2, from: labSource.sha256, to: deb.sha256 };
+  const stamp = { layout: 4, from: labSource.sha256, to: deb.sha256 };
   const key = createHash("sha256").update(JSON.stringify(stamp)).digest("hex").slice(0, 12);
   const fixesDir = join(entry, `fixes-${key}`);
   if (!stampMatches(fixesDir, stamp)) {
-    log(`comparing ${lab.debianVersion} with ${to} and writing one patch per changed .c file`);
+    log(`comparing ${lab.debianVersion} with ${to}`);
     await buildDir(fixesDir, stamp, async (tmp) => {
-      const index = writeFixes(lab.sourceDir, newSource, tmp);
-      writeFileSync(join(tmp, "index.json"), `${JSON.stringify(index, null, 1)}\n`);
+      const changed = changedSources(lab.sourceDir, newSource);
+      writeFileSync(join(tmp, "index.json"), `${JSON.stringify({ changed }, null, 1)}\n`);
     });
   }
-  const index = readJson<{ notBuilt: number; fixes: Fix[] }>(join(fixesDir, "index.json"));
+  const index = readJson<{ changed: string[] }>(join(fixesDir, "index.json"));
   if (!index) throw new Error(`${fixesDir}/index.json is unreadable: delete ${fixesDir} and run again`);
-  return {
-    from: lab.debianVersion,
-    to,
-    newSource,
-    notBuilt: index.notBuilt,
-    fixes: index.fixes.map((f) => ({ ...f, patch: join(fixesDir, f.patch) })),
-  };
+  // Which fixes are in the lab kernel is the object map's answer of the day, not a cached one;
+  // their patches are written on first use.
+  const map = new ObjectMap(lab.sourceDir, parseConfig(readFileSync(join(lab.sourceDir, ".config"), "utf8")));
+  const fixes: Fix[] = [];
+  for (const file of index.changed) {
+    const objects = map.objectsOf(file).filter((o) => o.state !== "n");
+    if (objects.length)
+      fixes.push({
+        file,
+        ...patchFor(lab.sourceDir, newSource, fixesDir, file),
+        objects,
+        state: objects.some((o) => o.state === "y") ? "y" : "m",
+      });
+  }
+  return { from: lab.debianVersion, to, newSource, notBuilt: index.changed.length - fixes.length, fixes };
 }
 
 /** changedSources lists the .c files present in both trees whose contents differ. */
@@ -132,36 +141,25 @@ export function changedSources(oldTree: string, newTree: string): string[] {
   return out.sort();
 }
 
-function writeFixes(oldTree: string, newTree: string, dir: string): { notBuilt: number; fixes: Fix[] } {
-  const map = new ObjectMap(oldTree, parseConfig(readFileSync(join(oldTree, ".config"), "utf8")));
-  const fixes: Fix[] = [];
-  let notBuilt = 0;
-  for (const file of changedSources(oldTree, newTree)) {
-    const objects = map.objectsOf(file).filter((o) => o.state !== "n");
-    if (objects.length === 0) {
-      notBuilt++;
-      continue;
-    }
+/** patchFor writes (once) the -p1 patch of one changed file and returns its path and line counts. */
+function patchFor(oldTree: string, newTree: string, dir: string, file: string) {
+  const path = join(dir, `${file.replaceAll("/", "_")}.patch`);
+  if (!existsSync(path)) {
     const d = spawnSync(
       "diff",
       ["-u", "--label", `a/${file}`, "--label", `b/${file}`, join(oldTree, file), join(newTree, file)],
       { encoding: "utf8", maxBuffer: 64 << 20 },
     );
     if (d.status !== 1) throw new Error(`diff of ${file} failed (exit ${d.status}): ${d.stderr}`);
-    const patch = `${file.replaceAll("/", "_")}.patch`;
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, patch), d.stdout);
-    const lines = d.stdout.split("\n");
-    fixes.push({
-      file,
-      patch,
-      objects,
-      state: objects.some((o) => o.state === "y") ? "y" : "m",
-      added: lines.filter((l) => l.startsWith("+") && !l.startsWith("+++")).length,
-      removed: lines.filter((l) => l.startsWith("-") && !l.startsWith("---")).length,
-    });
+    writeFileSync(`${path}.partial-${process.pid}`, d.stdout);
+    renameSync(`${path}.partial-${process.pid}`, path);
   }
-  return { notBuilt, fixes };
+  const lines = readFileSync(path, "utf8").split("\n");
+  return {
+    patch: path,
+    added: lines.filter((l) => l.startsWith("+") && !l.startsWith("+++")).length,
+    removed: lines.filter((l) => l.startsWith("-") && !l.startsWith("---")).length,
+  };
 }
 
 /** sampleFixes picks n fixes deterministically (by a hash of the path), in path order. */
