@@ -13,7 +13,10 @@ SRC=$(bin/ksplice lab prepare | tail -n 1)
 OUT=$(mktemp -d /tmp/ksplice-demo.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 echo "== ksplice create --src $SRC --patch $PATCH"
-PKG=$(bin/ksplice create --src "$SRC" --patch "$PATCH" --output-dir "$OUT" | tee /dev/stderr | tail -n 1)
+# create prints progress on stderr and the package path last on stdout: show both, keep the path.
+bin/ksplice create --src "$SRC" --patch "$PATCH" --output-dir "$OUT" >"$OUT/create.out"
+cat "$OUT/create.out"
+PKG=$(tail -n 1 "$OUT/create.out")
 ID=$(basename "$PKG" .tar.gz); ID=${ID#ksplice-}
 echo "== booting Debian's kernel in QEMU and updating it live"
 bin/ksplice lab run --with "$OUT" -- sh -c "

@@ -1,7 +1,7 @@
 // Runs every compiled test file (dist/test/**/*.test.js) with node:test and fails when
 // no test ran. `--unit` leaves out the lab tests (test/lab-*/ and files named *.lab.test.js),
 // which boot Debian's kernel in QEMU.
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 
@@ -32,15 +32,30 @@ if (files.length === 0) {
 console.error(
   `run-tests: ${files.length} test files: ${files.map((f) => relative(join(root, "dist"), f)).join(" ")}`,
 );
-const res = spawnSync(
+// Each file's results are printed as they arrive (the whole run takes more than ten minutes);
+// the summary's pass count is read from the same stream.
+const child = spawn(
   process.execPath,
   ["--test", "--test-concurrency=1", "--enable-source-maps", "--test-reporter=spec", ...files],
-  { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8", maxBuffer: 1 << 30 },
+  { stdio: ["ignore", "pipe", "inherit"] },
 );
-process.stdout.write(res.stdout ?? "");
-const passed = Number(/^ℹ pass (\d+)/m.exec(res.stdout ?? "")?.[1] ?? 0);
-if (res.status === 0 && passed === 0) {
+let tail = "";
+let passed = 0;
+child.stdout.setEncoding("utf8");
+child.stdout.on("data", (chunk) => {
+  process.stdout.write(chunk);
+  const lines = (tail + chunk).split("\n");
+  tail = lines.pop() ?? "";
+  for (const line of lines) {
+    const m = /^ℹ pass (\d+)/.exec(line);
+    if (m) passed = Number(m[1]);
+  }
+});
+const status = await new Promise((resolve) => child.on("close", (code) => resolve(code)));
+const last = /^ℹ pass (\d+)/.exec(tail);
+if (last) passed = Number(last[1]);
+if (status === 0 && passed === 0) {
   console.error("run-tests: zero tests passed: failing the run");
   process.exit(1);
 }
-process.exit(res.status ?? 1);
+process.exit(status ?? 1);
