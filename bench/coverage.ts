@@ -18,8 +18,8 @@ import { linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
-import { UserError } from "../src/cli/errors.js";
-import { buildCore } from "../src/kernel/core.js";
+import { UserError } from "../src/errors.js";
+import { buildCore } from "../src/kbuild/module.js";
 import { type Fix, prepareCorpus, sampleFixes } from "../src/lab/corpus.js";
 import { cacheRoot, type LabVM, prepareLab, withLab } from "../src/lab/index.js";
 import { createUpdate } from "../src/update/create.js";

@@ -4,7 +4,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildCore } from "../src/kernel/core.js";
+import { buildCore } from "../src/kbuild/module.js";
 import { cacheRoot, prepareLab } from "../src/lab/index.js";
 import { createUpdate } from "../src/update/create.js";
 import { max, median, min, noteOtherGuests, REPO, secs, table } from "./common.js";

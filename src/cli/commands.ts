@@ -1,7 +1,17 @@
-// The list of verbs. Each import registers one command.
-import "./commands/diff.js";
-import "./commands/lab.js";
-import "./commands/create.js";
-import "./commands/apply.js";
-import "./commands/undo.js";
-import "./commands/view.js";
+// The list of verbs, in the order `ksplice --help` shows them.
+import { applyCommand } from "./commands/apply.js";
+import { createCommand } from "./commands/create.js";
+import { diffCommand } from "./commands/diff.js";
+import { labCommand } from "./commands/lab.js";
+import { undoCommand } from "./commands/undo.js";
+import { viewCommand } from "./commands/view.js";
+import type { Command } from "./context.js";
+
+export const COMMANDS: readonly Command[] = [
+  diffCommand,
+  labCommand,
+  createCommand,
+  applyCommand,
+  undoCommand,
+  viewCommand,
+];

@@ -1,29 +1,16 @@
-// Error types shared by every command. A UserError is the user's to fix (bad arguments,
-// bad input, a refusal): it prints without a stack. Anything else is our failure and keeps
-// its cause. `code` is the machine-readable abort cause printed by --raw-errors.
+// Exit codes of the `ksplice` command, and how an error maps to one. The errors themselves
+// live below every stage, in src/errors.ts.
+import type { UserError } from "../errors.js";
 
-/** Exit codes: 0 success, 1 failure or refusal, 2 usage error. */
+/** Exit codes: 0 success, 1 failure or refusal, 2 usage error, 130 interrupted. */
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
+export const EXIT_INTERRUPTED = 130;
 
-/** UserError is a problem with the user's input or environment, reported without a stack. */
-export class UserError extends Error {
-  /** Abort cause, e.g. `no_match`, `bad_package`, `usage`. */
-  readonly code: string;
-  readonly exitCode: number;
-  constructor(message: string, opts: { code?: string; exitCode?: number; cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.name = "UserError";
-    this.code = opts.code ?? "failed";
-    this.exitCode = opts.exitCode ?? EXIT_FAILURE;
-  }
-}
-
-/** UsageError is a malformed command line (exit 2). */
-export class UsageError extends UserError {
-  constructor(message: string) {
-    super(message, { code: "usage", exitCode: EXIT_USAGE });
-    this.name = "UsageError";
-  }
+/** exitCodeOf is the exit code for a user error's abort code. */
+export function exitCodeOf(err: UserError): number {
+  if (err.code === "usage") return EXIT_USAGE;
+  if (err.code === "interrupted") return EXIT_INTERRUPTED;
+  return EXIT_FAILURE;
 }

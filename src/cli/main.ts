@@ -1,15 +1,12 @@
 // Entry point of the `ksplice` command: dispatches to one short file per verb and turns
 // errors into exit codes (0 ok, 1 failure, 2 usage). Domain logic lives below src/cli.
 import { basename } from "node:path";
-import { type Command, type Context, println } from "./context.js";
-import { EXIT_FAILURE, EXIT_USAGE, UserError } from "./errors.js";
+import { UserError } from "../errors.js";
+import { COMMANDS } from "./commands.js";
+import { type Context, println } from "./context.js";
+import { EXIT_FAILURE, EXIT_USAGE, exitCodeOf } from "./errors.js";
 
-const commands: Command[] = [];
-
-/** register adds a verb; each command module calls it at import time. */
-export function register(cmd: Command): void {
-  commands.push(cmd);
-}
+const commands = COMMANDS;
 
 function help(ctx: Context): void {
   println(ctx.stdout, "usage: ksplice <command> [options]\n\ncommands:");
@@ -19,7 +16,6 @@ function help(ctx: Context): void {
 
 /** main runs one command line in a context and returns the exit code. */
 export async function main(argv: string[], ctx: Context, argv0 = "ksplice"): Promise<number> {
-  await import("./commands.js");
   // `ksplice-apply` and friends are the same program under another name.
   const alias = /^ksplice-(\w+)$/.exec(basename(argv0));
   const [verb, ...rest] = alias ? [alias[1], ...argv] : argv;
@@ -55,7 +51,7 @@ export function reportError(err: unknown, ctx: Context, rawErrors = false): numb
   if (err instanceof UserError) {
     if (rawErrors) println(ctx.stderr, err.code);
     println(ctx.stderr, `ksplice: ${err.message}`);
-    return err.exitCode;
+    return exitCodeOf(err);
   }
   // util.parseArgs reports bad options with this code: a usage error.
   const code = (err as { code?: string } | undefined)?.code;

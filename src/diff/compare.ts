@@ -4,7 +4,7 @@
 // contents). The first difference is reported with its offset, for the human report.
 import { relocTypeName } from "../elf/constants.js";
 import type { Pairing } from "./correlate.js";
-import type { Target, Unit } from "./units.js";
+import { contentKey, type Target, type Unit } from "./units.js";
 
 /** Difference says where and how two units first differ. */
 export interface Difference {
@@ -24,8 +24,8 @@ export function targetKey(t: Target, pairing: Pairing, side: "pre" | "post"): st
     }
     case "symbol":
       return `symbol ${t.name}+${t.addend}`;
-    case "content":
-      return `${t.key}+${t.delta}`;
+    default:
+      return `${contentKey(t)}+${t.delta}`;
   }
 }
 
@@ -35,8 +35,8 @@ function describe(t: Target): string {
       return `${t.unit.name}${t.delta ? `${t.delta > 0n ? "+" : ""}${t.delta}` : ""}`;
     case "symbol":
       return `${t.name}${t.addend ? `${t.addend > 0n ? "+" : ""}${t.addend}` : ""}`;
-    case "content":
-      return t.key;
+    default:
+      return contentKey(t);
   }
 }
 

@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { groupBy } from "../collections.js";
 import { cloneNumbers } from "./names.js";
-import type { ObjectUnits, Target, Unit } from "./units.js";
+import { contentKey, type ObjectUnits, type Target, type Unit } from "./units.js";
 
 /** Pairing maps each paired unit to its partner. */
 export interface Pairing {
@@ -22,8 +22,8 @@ export function shallowKey(t: Target): string {
       return `${t.unit.global ? t.unit.name : t.unit.canon}+${t.delta}`;
     case "symbol":
       return `${t.name}+${t.addend}`;
-    case "content":
-      return `${t.key}+${t.delta}`;
+    default:
+      return `${contentKey(t)}+${t.delta}`;
   }
 }
 

@@ -18,8 +18,27 @@ export type Target =
   | { kind: "unit"; unit: Unit; delta: bigint }
   /** A symbol defined elsewhere (or global): by name and addend. */
   | { kind: "symbol"; name: string; addend: bigint }
-  /** Bytes in a merged string/constant section or an anonymous section, by content. */
-  | { kind: "content"; key: string; delta: bigint };
+  /** A merged string, by its characters; `delta` is the addend relative to its first one. */
+  | { kind: "string"; text: string; delta: bigint }
+  /** A merged constant (SHF_MERGE with an entry size), by its bytes in hex. */
+  | { kind: "constant"; hex: string; delta: bigint }
+  /** An anonymous section (a jump table), by its name and a hash of its bytes and relocations. */
+  | { kind: "section"; section: string; hash: string; delta: bigint };
+
+/** ContentTarget is a target named by what is there rather than by a symbol. */
+export type ContentTarget = Extract<Target, { kind: "string" | "constant" | "section" }>;
+
+/** contentKey names a content target in one line (stable: pre checksums are computed from it). */
+export function contentKey(t: ContentTarget): string {
+  switch (t.kind) {
+    case "string":
+      return `string ${JSON.stringify(t.text)}`;
+    case "constant":
+      return `constant ${t.hex}`;
+    case "section":
+      return `section ${t.section} ${t.hash}`;
+  }
+}
 
 /** UnitReloc is one relocation inside a unit, at a unit-relative offset. */
 export interface UnitReloc {
@@ -204,13 +223,13 @@ export class ObjectUnits {
       let e = at;
       while (e < data.length && data[e] !== 0) e++;
       const text = Buffer.from(data.subarray(s, e)).toString("latin1");
-      return { kind: "content", key: `string ${JSON.stringify(text)}`, delta: rel - BigInt(s) };
+      return { kind: "string", text, delta: rel - BigInt(s) };
     }
     if (merge && section.entsize > 0n && at >= 0 && at < data.length) {
       const es = Number(section.entsize);
       const s = at - (at % es);
       const hex = Buffer.from(data.subarray(s, s + es)).toString("hex");
-      return { kind: "content", key: `constant ${hex}`, delta: rel - BigInt(s) };
+      return { kind: "constant", hex, delta: rel - BigInt(s) };
     }
     // Anonymous section: identified by its name and contents (bytes and relocation names).
     const h = createHash("sha256").update(data);
@@ -218,7 +237,7 @@ export class ObjectUnits {
       const s = this.elf.symbols[r.sym];
       h.update(`${r.offset}:${r.type}:${this.elf.symbolName(s)}:${r.addend};`);
     }
-    return { kind: "content", key: `section ${section.name} ${h.digest("hex").slice(0, 16)}`, delta: rel };
+    return { kind: "section", section: section.name, hash: h.digest("hex").slice(0, 16), delta: rel };
   }
 
   /** nameStatics gives numbered static locals a canonical name carrying the functions using them. */

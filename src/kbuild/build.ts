@@ -7,7 +7,7 @@
 // object's .cmd file, and later builds of the same object with extra flags run that command
 // directly (`compile`), in this view or in a second view seeded with this one's outputs, so two
 // builds can run at once and neither pays kbuild's start-up again.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import {
   copyFileSync,
   existsSync,
@@ -19,7 +19,8 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
-import { UserError } from "../cli/errors.js";
+import { UserError } from "../errors.js";
+import { runTool } from "../proc.js";
 import type { KernelTree } from "./tree.js";
 
 /**
@@ -254,35 +255,23 @@ export class BuildView {
   }
 }
 
-/** run executes a command, collecting its output; aborting kills it. */
-function run(
+/** run executes a command, collecting its output (stderr too, unless stdoutOnly); aborting kills it. */
+async function run(
   cmd: string,
   args: string[],
   signal: AbortSignal,
   cwd?: string,
   stdoutOnly = false,
 ): Promise<{ code: number; output: string }> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(new UserError("interrupted", { code: "interrupted", exitCode: 130 }));
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], detached: true, cwd });
-    let output = "";
-    child.stdout.on("data", (d) => {
-      output += d;
-    });
-    child.stderr.on("data", (d) => {
-      if (!stdoutOnly) output += d;
-    });
-    const onAbort = () => {
-      try {
-        if (child.pid) process.kill(-child.pid, "SIGTERM");
-      } catch {}
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    child.on("error", reject);
-    child.on("close", (code) => {
-      signal.removeEventListener("abort", onAbort);
-      if (signal.aborted) reject(new UserError("interrupted", { code: "interrupted", exitCode: 130 }));
-      else resolve({ code: code ?? 1, output });
-    });
+  let output = "";
+  const r = await runTool(cmd, args, {
+    signal,
+    cwd,
+    onOutput: stdoutOnly
+      ? undefined
+      : (d) => {
+          output += d;
+        },
   });
+  return { code: r.code, output: stdoutOnly ? r.stdout : output };
 }

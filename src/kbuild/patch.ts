@@ -1,6 +1,6 @@
 // Unified diffs: which files a patch touches (as `patch -p1` sees them), and whether it
 // creates or deletes them. Applying is left to GNU patch inside the build overlay.
-import { UserError } from "../cli/errors.js";
+import { UserError } from "../errors.js";
 
 /** PatchedFile is one file a patch touches, by its path relative to the tree root. */
 export interface PatchedFile {

@@ -1,10 +1,12 @@
 // A prepared kernel source tree: checks that it is configured and prepared (as `ksplice lab
 // prepare` leaves it), reads its config and release, and checks the compiler is the one the
-// kernel was built with (CONFIG_CC_VERSION_TEXT). Nothing here writes to the tree.
+// kernel was built with (CONFIG_CC_VERSION_TEXT). Nothing here writes to the tree but
+// writeTreeInfo, which whoever prepares a tree calls to say where its kernel's headers and
+// vmlinux are (TREE_INFO), so create needs no knowledge of how the tree was laid out.
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { UserError } from "../cli/errors.js";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { isAbsolute, join, resolve } from "node:path";
+import { UserError } from "../errors.js";
 
 /** KernelConfig maps CONFIG_ names to their values ("y", "m", a string or number). */
 export type KernelConfig = Map<string, string>;
@@ -31,6 +33,41 @@ export interface KernelTree {
   cc: string;
   /** Arguments every make invocation in this tree needs. */
   makeArgs: string[];
+  /** The kernel's headers for external modules and its vmlinux, when the tree says (TREE_INFO). */
+  headersDir?: string;
+  vmlinux?: string;
+}
+
+/** TREE_INFO is the file in a prepared tree naming its kernel's headers and vmlinux. */
+export const TREE_INFO = ".ksplice-tree.json";
+
+/** TreeInfo is TREE_INFO's content: paths absolute or relative to the tree. */
+export interface TreeInfo {
+  headersDir?: string;
+  vmlinux?: string;
+}
+
+/** writeTreeInfo records where a prepared tree's headers and vmlinux are (unchanged files are not rewritten). */
+export function writeTreeInfo(dir: string, info: TreeInfo): void {
+  const path = join(dir, TREE_INFO);
+  const text = `${JSON.stringify(info, null, 2)}\n`;
+  if (existsSync(path) && readFileSync(path, "utf8") === text) return;
+  writeFileSync(path, text);
+}
+
+function readTreeInfo(dir: string): TreeInfo {
+  const path = join(dir, TREE_INFO);
+  if (!existsSync(path)) return {};
+  let info: TreeInfo;
+  try {
+    info = JSON.parse(readFileSync(path, "utf8")) as TreeInfo;
+  } catch (e) {
+    throw new UserError(`${path} is not valid JSON (${(e as Error).message}): fix or remove it`, {
+      code: "bad_tree",
+    });
+  }
+  const abs = (p: unknown) => (typeof p === "string" ? (isAbsolute(p) ? p : resolve(dir, p)) : undefined);
+  return { headersDir: abs(info.headersDir), vmlinux: abs(info.vmlinux) };
 }
 
 /** openTree validates a prepared tree; every problem is a UserError with code bad_tree or wrong_compiler. */
@@ -83,5 +120,16 @@ export function openTree(dir: string): KernelTree {
       `compiler mismatch: the kernel was built with '${ccText}', but '${cc} --version' says '${actual}'. Code built with another compiler will not match the running kernel.`,
       { code: "wrong_compiler" },
     );
-  return { dir, config, release, cc, makeArgs: [`CC=${cc}`, `KERNELRELEASE=${release}`] };
+  const info = readTreeInfo(dir);
+  // A tree the kernel was built in has its vmlinux at the top.
+  const vmlinux = info.vmlinux ?? (existsSync(join(dir, "vmlinux")) ? join(dir, "vmlinux") : undefined);
+  return {
+    dir,
+    config,
+    release,
+    cc,
+    makeArgs: [`CC=${cc}`, `KERNELRELEASE=${release}`],
+    ...(info.headersDir ? { headersDir: info.headersDir } : {}),
+    ...(vmlinux ? { vmlinux } : {}),
+  };
 }

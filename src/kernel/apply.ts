@@ -7,12 +7,15 @@
 // Nothing here writes kernel memory: the core module does, after checking the plan again.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { UserError } from "../cli/errors.js";
 import { ElfFile } from "../elf/reader.js";
-import { type LiveMemory, type MatchedFunction, RunPre } from "../runpre/match.js";
-import { runningIdentity } from "../update/identity.js";
-import type { Manifest } from "../update/manifest.js";
-import { openPackage } from "../update/package.js";
+import { type AbortCode, UserError } from "../errors.js";
+import { Kallsyms } from "../live/kallsyms.js";
+import { kcoreMemory } from "../live/memory.js";
+import { moduleName } from "../package/id.js";
+import { runningIdentity } from "../package/identity.js";
+import type { Manifest, ManifestTarget } from "../package/manifest.js";
+import { openPackage } from "../package/package.js";
+import { type MatchedFunction, RunPre } from "../runpre/match.js";
 import {
   Core,
   CoreError,
@@ -23,10 +26,8 @@ import {
   type Reloc,
   type UpdateStatus,
 } from "./core.js";
-import { Kallsyms } from "./kallsyms.js";
+import { planPatch } from "./plan.js";
 
-/** FTRACE_NOP is the 5-byte nop the kernel leaves at a traceable function's entry. */
-export const FTRACE_NOP = Buffer.from([0x0f, 0x1f, 0x44, 0x00, 0x00]);
 const LOCK = "/run/ksplice.lock";
 
 /** ApplyResult says what an apply did. */
@@ -125,40 +126,151 @@ export function checkKernel(m: Manifest, root = "/"): void {
     );
 }
 
-/** kcoreMemory reads live kernel memory through /proc/kcore (kept open for the run). */
-export function kcoreMemory(path = "/proc/kcore"): LiveMemory & { close(): void } {
-  const elf = ElfFile.open(path);
-  return { read: (addr, len) => elf.readVirtual(addr, len), close: () => elf.close() };
-}
-
-async function exec(host: CoreHost, argv: string[], what: string, code: string): Promise<void> {
+async function exec(host: CoreHost, argv: string[], what: string, code: AbortCode): Promise<void> {
   const r = await host.exec(argv);
   if (r.code !== 0)
     throw new UserError(`${what} (${argv.join(" ")}) failed: ${(r.stderr || r.stdout).trim()}`, { code });
 }
 
-/** planPatch computes the jump for one matched function: after the ftrace site when there is one. */
-export function planPatch(
-  m: MatchedFunction,
-  head: Uint8Array,
-  replacement: { addr: bigint; size: bigint },
-): Patch {
-  const traced = Buffer.from(head.subarray(0, 5)).equals(FTRACE_NOP) || head[0] === 0xe8;
-  const at = traced ? 5 : 0;
-  if (m.size < BigInt(at + 5))
-    throw new UserError(`${m.name} is ${m.size} bytes long: too short for a 5-byte jump`, {
-      code: "no_match",
+/** ModuleSections reads (once each) where a loaded module's sections are. */
+class ModuleSections {
+  private readonly cache = new Map<string, bigint>();
+  constructor(
+    private readonly module: string,
+    private readonly host: CoreHost,
+  ) {}
+  async addr(section: string): Promise<bigint> {
+    let v = this.cache.get(section);
+    if (v === undefined) {
+      v = await moduleSection(this.module, section, this.host);
+      this.cache.set(section, v);
+    }
+    return v;
+  }
+}
+
+/** MatchedTarget is a target of the update with where it runs now and its first bytes there. */
+interface MatchedTarget {
+  target: ManifestTarget;
+  fn: MatchedFunction;
+  head: Uint8Array;
+}
+
+/** Matching is what run-pre proved: the targets found, those left out, every kernel address the module needs. */
+interface Matching {
+  matched: MatchedTarget[];
+  skipped: ApplyResult["skipped"];
+  /** Address of each of the manifest's relocations' symbols, in order. */
+  symbols: bigint[];
+}
+
+/** Step: the core module is loaded (from the package when it is not); true when loaded now. */
+async function ensureCore(core: Core, m: Manifest, dir: string): Promise<boolean> {
+  if (await core.loaded()) return false;
+  if (!m.core)
+    throw new UserError(`the ksplice core is not loaded and update ${m.id} does not carry it`, {
+      code: "not_loaded",
     });
-  return {
-    name: m.name,
-    site: m.addr + BigInt(at),
-    newAddr: replacement.addr,
-    fstart: m.addr,
-    fsize: m.size,
-    nstart: replacement.addr,
-    nsize: replacement.size,
-    expected: head.subarray(at, at + 5),
-  };
+  return core.ensureLoaded(join(dir, m.core.file)).catch((e) => {
+    throw toUserError(e);
+  });
+}
+
+/** Step: refuse an update that is applied; forget one an aborted run left half made. */
+async function clearLeftover(core: Core, id: string): Promise<void> {
+  if (!(await core.list()).includes(id)) return;
+  if ((await core.status(id)).stage === "applied")
+    throw new UserError(`update ${id} is already applied`, { code: "already_applied" });
+  await core.remove(id);
+}
+
+/**
+ * Step: run-pre match every target against the running kernel (nothing is loaded yet) and
+ * resolve every kernel relocation. With `partial`, targets whose running code differs are left
+ * out, as long as one matches.
+ */
+function matchTargets(m: Manifest, dir: string, partial: boolean): Matching {
+  const mem = kcoreMemory();
+  try {
+    const runpre = new RunPre(Kallsyms.read(), mem);
+    for (const o of m.objects) runpre.addObject(o.path, ElfFile.parse(readFileSync(join(dir, o.pre)), o.pre));
+    const matched: MatchedTarget[] = [];
+    const skipped: ApplyResult["skipped"] = [];
+    for (const target of m.targets) {
+      try {
+        const fn = runpre.matchFunction(target.object, target.name);
+        matched.push({ target, fn, head: mem.read(fn.addr, 10) });
+      } catch (e) {
+        const differs = e instanceof UserError && (e.code === "no_match" || e.code === "failed_to_find");
+        if (!partial || !differs) throw e;
+        skipped.push({ name: target.name, object: target.object, reason: e.message });
+      }
+    }
+    if (matched.length === 0 && m.targets.length > 0)
+      throw new UserError(
+        `no function of update ${m.id} matches the running kernel:\n${skipped.map((x) => x.reason).join("\n")}`,
+        { code: "no_match" },
+      );
+    const symbols = m.relocations.map((r) => runpre.addressOf(r.object, r.preSymbol, r.local));
+    return { matched, skipped, symbols };
+  } finally {
+    mem.close();
+  }
+}
+
+/** Step: load the update module (its code runs only once the core has spliced it in); returns its undo. */
+async function loadUpdateModule(host: CoreHost, m: Manifest, dir: string): Promise<() => Promise<void>> {
+  const name = m.module.name;
+  if (existsSync(`/sys/module/${name}`))
+    await exec(host, ["rmmod", name], `unloading a leftover ${name}`, "module_busy");
+  await exec(host, ["insmod", join(dir, m.module.file)], `loading the update module ${name}`, "load_failed");
+  return () => exec(host, ["rmmod", name], `unloading ${name}`, "module_busy");
+}
+
+/** Step: where each kernel relocation's field is in the loaded module, and its symbol's address. */
+async function planRelocs(m: Manifest, symbols: bigint[], sections: ModuleSections): Promise<Reloc[]> {
+  const out: Reloc[] = [];
+  for (const [i, r] of m.relocations.entries())
+    out.push({
+      dest: (await sections.addr(r.section)) + BigInt(r.offset),
+      type: r.type,
+      symbol: symbols[i],
+      addend: BigInt(r.addend),
+    });
+  return out;
+}
+
+/** Step: the jump for each matched target, to its replacement in the loaded module. */
+async function planJumps(matched: MatchedTarget[], sections: ModuleSections): Promise<Patch[]> {
+  const out: Patch[] = [];
+  for (const { target, fn, head } of matched) {
+    const addr = await sections.addr(target.replacement.section);
+    out.push(planPatch(fn, head, { addr, size: BigInt(target.replacement.size) }));
+  }
+  return out;
+}
+
+/** Step: hand the plan to the core and have it apply it under stop_machine; returns the core's undo. */
+async function handToCore(
+  core: Core,
+  m: Manifest,
+  plan: { relocs: Reloc[]; patches: Patch[]; sections: ModuleSections },
+  log: (line: string) => void,
+  undo: Array<() => Promise<void>>,
+): Promise<UpdateStatus> {
+  try {
+    await core.newUpdate(m.id, m.module.name);
+    undo.push(() => core.remove(m.id));
+    await core.reloc(m.id, plan.relocs);
+    await core.patch(m.id, plan.patches);
+    for (const h of m.hooks)
+      await core.hook(m.id, h.kind, (await plan.sections.addr(h.section)) + BigInt(h.offset));
+    await core.describe(m.id, m.description);
+    log(`applying ${m.id}: ${plan.patches.length} jump(s) under stop_machine`);
+    return await core.apply(m.id);
+  } catch (e) {
+    throw toUserError(e);
+  }
 }
 
 /** applyUpdate applies a package to the running kernel (run as root on the target). */
@@ -167,143 +279,40 @@ export async function applyUpdate(opts: {
   /** Apply what matches, leaving out functions whose running code differs. */
   partial?: boolean;
   log: (line: string) => void;
-  host?: CoreHost;
 }): Promise<ApplyResult> {
   requireRoot("ksplice apply");
-  const host = opts.host ?? localHost;
+  const host = localHost;
   return withLock(async () => {
     const pkg = await openPackage(opts.path);
+    // What was done so far, undone in reverse when a later step fails.
     const undo: Array<() => Promise<void>> = [];
     try {
       const m = pkg.manifest;
       checkKernel(m);
       const core = new Core({ host });
-      let loadedCore = false;
-      if (!(await core.loaded())) {
-        if (!m.core)
-          throw new UserError(`the ksplice core is not loaded and update ${m.id} does not carry it`, {
-            code: "not_loaded",
-          });
-        loadedCore = await core.ensureLoaded(join(pkg.dir, m.core.file)).catch((e) => {
-          throw toUserError(e);
-        });
-      }
-      const known = await core.list();
-      if (known.includes(m.id)) {
-        const st = await core.status(m.id);
-        if (st.stage === "applied")
-          throw new UserError(`update ${m.id} is already applied`, { code: "already_applied" });
-        await core.remove(m.id); // a leftover of an aborted run
-      }
-
+      const loadedCore = await ensureCore(core, m, pkg.dir);
+      await clearLeftover(core, m.id);
       opts.log(`matching ${m.targets.length} function(s) against the running kernel`);
-      const kallsyms = Kallsyms.read();
-      const mem = kcoreMemory();
-      let matched: MatchedFunction[];
-      const skipped: ApplyResult["skipped"] = [];
-      let symbols: bigint[];
-      let heads: Uint8Array[];
-      const runpre = new RunPre(kallsyms, mem);
-      try {
-        for (const o of m.objects)
-          runpre.addObject(o.path, ElfFile.parse(readFileSync(join(pkg.dir, o.pre)), o.pre));
-        const targets: typeof m.targets = [];
-        matched = [];
-        for (const t of m.targets) {
-          try {
-            matched.push(runpre.matchFunction(t.object, t.name));
-            targets.push(t);
-          } catch (e) {
-            // --partial leaves out functions whose running code differs, if any match.
-            if (
-              !opts.partial ||
-              !(e instanceof UserError) ||
-              !["no_match", "failed_to_find"].includes(e.code)
-            )
-              throw e;
-            skipped.push({ name: t.name, object: t.object, reason: e.message });
-          }
-        }
-        if (matched.length === 0 && m.targets.length > 0)
-          throw new UserError(
-            `no function of update ${m.id} matches the running kernel:\n${skipped.map((x) => x.reason).join("\n")}`,
-            { code: "no_match" },
-          );
-        m.targets = targets;
-        // Resolve every kernel relocation before loading anything.
-        symbols = m.relocations.map((r) => runpre.addressOf(r.object, r.preSymbol, r.local));
-        heads = matched.map((f) => mem.read(f.addr, 10));
-      } finally {
-        mem.close();
-      }
-
-      const modName = m.module.name;
-      if (existsSync(`/sys/module/${modName}`))
-        await exec(host, ["rmmod", modName], `unloading a leftover ${modName}`, "module_busy");
-      await exec(
-        host,
-        ["insmod", join(pkg.dir, m.module.file)],
-        `loading the update module ${modName}`,
-        "load_failed",
-      );
-      undo.push(() => exec(host, ["rmmod", modName], `unloading ${modName}`, "module_busy"));
-      const secCache = new Map<string, bigint>();
-      const sec = async (name: string) => {
-        let v = secCache.get(name);
-        if (v === undefined) {
-          v = await moduleSection(modName, name, host);
-          secCache.set(name, v);
-        }
-        return v;
+      const { matched, skipped, symbols } = matchTargets(m, pkg.dir, opts.partial ?? false);
+      undo.push(await loadUpdateModule(host, m, pkg.dir));
+      const sections = new ModuleSections(m.module.name, host);
+      const relocs = await planRelocs(m, symbols, sections);
+      const patches = await planJumps(matched, sections);
+      const status = await handToCore(core, m, { relocs, patches, sections }, opts.log, undo);
+      undo.length = 0;
+      return {
+        id: m.id,
+        description: m.description,
+        status,
+        loadedCore,
+        skipped,
+        targets: matched.map(({ fn }) => ({
+          name: fn.name,
+          object: fn.object,
+          addr: `0x${fn.addr.toString(16)}`,
+          ...(fn.via ? { via: fn.via.module } : {}),
+        })),
       };
-      const relocs: Reloc[] = [];
-      for (const [i, r] of m.relocations.entries()) {
-        if (
-          !(
-            r.type in { R_X86_64_64: 1, R_X86_64_PC32: 1, R_X86_64_PLT32: 1, R_X86_64_32: 1, R_X86_64_32S: 1 }
-          )
-        )
-          throw new UserError(`relocation ${r.type} for ${r.symbol} is not supported by the core`, {
-            code: "bad_package",
-          });
-        relocs.push({
-          dest: (await sec(r.section)) + BigInt(r.offset),
-          type: r.type as Reloc["type"],
-          symbol: symbols[i],
-          addend: BigInt(r.addend),
-        });
-      }
-      const patches: Patch[] = [];
-      for (const [i, t] of m.targets.entries()) {
-        const addr = await sec(t.replacement.section);
-        patches.push(planPatch(matched[i], heads[i], { addr, size: BigInt(t.replacement.size) }));
-      }
-      try {
-        await core.newUpdate(m.id, modName);
-        undo.push(() => core.remove(m.id));
-        await core.reloc(m.id, relocs);
-        await core.patch(m.id, patches);
-        for (const h of m.hooks) await core.hook(m.id, h.kind, (await sec(h.section)) + BigInt(h.offset));
-        await core.describe(m.id, m.description);
-        opts.log(`applying ${m.id}: ${patches.length} jump(s) under stop_machine`);
-        const status = await core.apply(m.id);
-        undo.length = 0;
-        return {
-          id: m.id,
-          description: m.description,
-          status,
-          loadedCore,
-          skipped,
-          targets: matched.map((f) => ({
-            name: f.name,
-            object: f.object,
-            addr: `0x${f.addr.toString(16)}`,
-            ...(f.via ? { via: f.via.module } : {}),
-          })),
-        };
-      } catch (e) {
-        throw toUserError(e);
-      }
     } catch (e) {
       for (const u of undo.reverse()) await u().catch(() => {});
       throw e;
@@ -314,13 +323,9 @@ export async function applyUpdate(opts: {
 }
 
 /** undoUpdate reverses an applied update and unloads its module. */
-export async function undoUpdate(opts: {
-  id: string;
-  log: (line: string) => void;
-  host?: CoreHost;
-}): Promise<UpdateStatus> {
+export async function undoUpdate(opts: { id: string; log: (line: string) => void }): Promise<UpdateStatus> {
   requireRoot("ksplice undo");
-  const host = opts.host ?? localHost;
+  const host = localHost;
   return withLock(async () => {
     const core = new Core({ host });
     if (!(await core.loaded()) || !(await core.list()).includes(opts.id))
@@ -346,7 +351,8 @@ export async function undoUpdate(opts: {
       throw toUserError(e);
     }
     await core.remove(opts.id).catch(toThrow);
-    await exec(host, ["rmmod", `ksplice_${opts.id}`], `unloading ksplice_${opts.id}`, "module_busy");
+    const name = moduleName(opts.id);
+    await exec(host, ["rmmod", name], `unloading ${name}`, "module_busy");
     return st;
   });
 }

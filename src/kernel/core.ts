@@ -1,26 +1,18 @@
-// The user-space side of the ksplice core module (kmod/ksplice.c): builds it against a kernel's
-// headers, loads it, and drives /sys/kernel/ksplice/ with the text protocol the module speaks.
-// The module executes a plan and verifies each step; this file only formats the plan, splits it
+// The running kernel, changed through the ksplice core module (kmod/ksplice.c). This folder owns
+// the core's sysfs protocol (here), jump planning (plan.ts) and apply/undo/view (apply.ts). It
+// reads the package through src/package and the live kernel through src/live; it must not
+// import src/update (create), src/kbuild or src/lab.
+//
+// This file: the user-space side of the core module. It loads it and drives /sys/kernel/ksplice/
+// with the text protocol the module speaks. The module executes a plan and verifies each step; this file only formats the plan, splits it
 // into writes the kernel accepts, and turns refusals into a typed CoreError that carries the
 // module's abort code and conflicts. All filesystem and process access goes through CoreHost, so
 // tests run it against a fake sysfs and the lab drives a guest's sysfs from the host.
-import { execFile } from "node:child_process";
-import { createHash } from "node:crypto";
-import {
-  closeSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import type { HookKind } from "../update/hooks.js";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeSync } from "node:fs";
+import { UserError } from "../errors.js";
+import { isValidId } from "../package/id.js";
+import { type HookKind, KERNEL_RELOC_TYPES, type KernelRelocType } from "../package/manifest.js";
+import { runTool } from "../proc.js";
 
 /** SYSFS_ROOT is where the core module publishes its files. */
 export const SYSFS_ROOT = "/sys/kernel/ksplice";
@@ -49,20 +41,10 @@ export type CoreErrorCode =
   | "load_failed"
   | "build_failed";
 
-/** RelocType is an x86-64 relocation type the module can write, by its ELF number. */
-export const RELOC_TYPES = {
-  R_X86_64_64: 1,
-  R_X86_64_PC32: 2,
-  R_X86_64_PLT32: 4,
-  R_X86_64_32: 10,
-  R_X86_64_32S: 11,
-} as const;
-export type RelocType = keyof typeof RELOC_TYPES;
-
 /** Reloc asks the module to store S + A (minus DEST when pc-relative) at DEST in the update module. */
 export interface Reloc {
   dest: bigint;
-  type: RelocType;
+  type: KernelRelocType;
   symbol: bigint;
   addend: bigint;
 }
@@ -139,17 +121,11 @@ export const localHost: CoreHost = {
     return readdirSync(path);
   },
   exec(argv) {
-    return new Promise((resolve) => {
-      execFile(argv[0], argv.slice(1), { encoding: "utf8" }, (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === "number" ? err.code : 127) : 0;
-        resolve({ code, stdout, stderr: stderr || (err && !stderr ? err.message : "") });
-      });
-    });
+    return runTool(argv[0], argv.slice(1));
   },
 };
 
 const hex = (v: bigint): string => v.toString(16);
-const ID_RE = /^[a-z0-9]{1,16}$/;
 
 /** splitWrites groups lines into chunks of at most `max` bytes, never splitting a line. */
 export function splitWrites(lines: string[], max = MAX_WRITE): string[] {
@@ -173,7 +149,7 @@ export function splitWrites(lines: string[], max = MAX_WRITE): string[] {
 
 /** relocLine formats a `reloc` command. */
 export function relocLine(id: string, r: Reloc): string {
-  return `${id} reloc ${hex(r.dest)} ${RELOC_TYPES[r.type]} ${hex(r.symbol)} ${r.addend}`;
+  return `${id} reloc ${hex(r.dest)} ${KERNEL_RELOC_TYPES[r.type]} ${hex(r.symbol)} ${r.addend}`;
 }
 
 /** patchLine formats a `patch` command. */
@@ -283,7 +259,7 @@ export class Core {
 
   /** newUpdate starts update `id` whose code is in the loaded update module `module`. */
   async newUpdate(id: string, module: string): Promise<void> {
-    if (!ID_RE.test(id))
+    if (!isValidId(id))
       throw new CoreError(
         "bad_command",
         `update id ${JSON.stringify(id)} must be 1 to 16 characters from [a-z0-9]`,
@@ -341,7 +317,7 @@ export class Core {
     if (!(await this.host.exists(this.root))) return [];
     const out: string[] = [];
     for (const name of await this.host.readdir(this.root))
-      if (ID_RE.test(name) && (await this.host.exists(`${this.root}/${name}/stage`))) out.push(name);
+      if (isValidId(name) && (await this.host.exists(`${this.root}/${name}/stage`))) out.push(name);
     return out.sort();
   }
 
@@ -384,64 +360,9 @@ export async function moduleSection(
   const path = `/sys/module/${name}/sections/${section}`;
   const text = (await host.readFile(path)).trim();
   if (!/^0x[0-9a-f]+$/i.test(text))
-    throw new Error(`reading ${path}: expected a hex address, got ${JSON.stringify(text)} (run as root)`);
-  return BigInt(text);
-}
-
-/** repoKmodDir is kmod/ of this checkout (from src/kernel or dist/src/kernel). */
-export function repoKmodDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, "kmod", "ksplice.c"))) {
-    const up = dirname(dir);
-    if (up === dir)
-      throw new CoreError(
-        "build_failed",
-        "cannot find kmod/ksplice.c above src/kernel (is this a ksplice checkout?)",
-      );
-    dir = up;
-  }
-  return join(dir, "kmod");
-}
-
-/**
- * buildModule builds an out-of-tree module from srcDir (Kbuild + *.c) against headersDir into
- * outDir/NAME-HASH/, keyed by the sources and the headers dir, and returns the .ko path. The
- * sources are copied first so a build never writes into the checkout.
- */
-export async function buildModule(
-  srcDir: string,
-  name: string,
-  headersDir: string,
-  outDir: string,
-): Promise<string> {
-  const files = readdirSync(srcDir)
-    .filter((f) => f === "Kbuild" || f === "Makefile" || /\.[ch]$/.test(f))
-    .sort();
-  const h = createHash("sha256").update(headersDir);
-  for (const f of files) h.update(`\0${f}\0`).update(readFileSync(join(srcDir, f)));
-  const symvers = join(headersDir, "Module.symvers");
-  if (existsSync(symvers)) h.update(readFileSync(symvers));
-  const dest = join(outDir, `${name}-${h.digest("hex").slice(0, 16)}`);
-  const ko = join(dest, `${name}.ko`);
-  if (existsSync(ko)) return ko;
-  const tmp = `${dest}.partial-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  for (const f of files) copyFileSync(join(srcDir, f), join(tmp, f));
-  const r = await localHost.exec(["make", "-C", headersDir, `M=${tmp}`, "modules"]);
-  if (r.code !== 0 || !existsSync(join(tmp, `${name}.ko`))) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw new CoreError(
-      "build_failed",
-      `building ${name}.ko from ${srcDir} against ${headersDir} failed:\n${(r.stderr || r.stdout).trim().split("\n").slice(-20).join("\n")}`,
+    throw new UserError(
+      `reading ${path}: expected a hex address, got ${JSON.stringify(text)}: read it as root (it shows zero otherwise)`,
+      { code: "permission_denied" },
     );
-  }
-  rmSync(dest, { recursive: true, force: true });
-  renameSync(tmp, dest);
-  return ko;
-}
-
-/** buildCore builds kmod/ (the core module) against headersDir, cached under outDir. */
-export function buildCore(headersDir: string, outDir: string): Promise<string> {
-  return buildModule(repoKmodDir(), "ksplice", headersDir, outDir);
+  return BigInt(text);
 }

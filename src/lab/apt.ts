@@ -3,9 +3,9 @@
 // `apt-get download`, each checked against the registry's SHA256.
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { UserError } from "../cli/errors.js";
+import { UserError } from "../errors.js";
+import { runTool } from "../proc.js";
 import { compareDebVersions } from "./debver.js";
-import { runTool } from "./proc.js";
 
 /** HOST_PACKAGES are the Debian packages `lab prepare` installs when missing. */
 export const HOST_PACKAGES = [

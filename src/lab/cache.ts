@@ -16,14 +16,11 @@
 //   lab/selection.json                          which version was chosen for a pinned one
 //   lab/initramfs/<key>.cpio                    base initramfs (busybox + node)
 //   lab/accel.json                              result of the KVM probe
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { homedir } from "node:os";
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { cacheRoot, partialName, readJson, replaceDir, writeJsonAtomic } from "../files.js";
 
-/** cacheRoot is $KSPLICE_CACHE or ~/.cache/ksplice. */
-export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
-  return env["KSPLICE_CACHE"] || join(env["HOME"] || homedir(), ".cache", "ksplice");
-}
+export { cacheRoot, readJson, writeJsonAtomic };
 
 /** labRoot is the lab's part of the cache. */
 export function labRoot(cache: string): string {
@@ -32,22 +29,6 @@ export function labRoot(cache: string): string {
 
 /** STAMP is the file name of the stamp inside a directory entry. */
 export const STAMP = ".ksplice-stamp.json";
-
-/** readJson returns a JSON file's value, or undefined when missing or unreadable. */
-export function readJson<T>(path: string): T | undefined {
-  try {
-    return JSON.parse(readFileSync(path, "utf8")) as T;
-  } catch {
-    return undefined;
-  }
-}
-
-/** writeJsonAtomic writes JSON through a temporary file and a rename. */
-export function writeJsonAtomic(path: string, value: unknown): void {
-  const tmp = `${path}.partial-${process.pid}`;
-  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
-  renameSync(tmp, path);
-}
 
 /** stampMatches says whether dir has a stamp equal (as JSON) to `want`. */
 export function stampMatches(dir: string, want: unknown): boolean {
@@ -77,14 +58,13 @@ export async function buildDir(
   stamp: unknown,
   fill: (tmp: string) => Promise<void>,
 ): Promise<void> {
-  const tmp = `${dir}.partial-${process.pid}`;
+  const tmp = partialName(dir);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
     await fill(tmp);
     writeFileSync(join(tmp, STAMP), `${JSON.stringify(stamp, null, 2)}\n`);
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(tmp, dir);
+    replaceDir(tmp, dir);
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
     throw err;

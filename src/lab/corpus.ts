@@ -9,8 +9,9 @@
 // sources). Which of them are in the lab kernel is asked of the object map at each load.
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "../files.js";
 import { ObjectMap, type SourceObject } from "../kbuild/objects.js";
 import { parseConfig } from "../kbuild/tree.js";
 import { debInfo, queryAvailable } from "./apt.js";
@@ -151,8 +152,7 @@ function patchFor(oldTree: string, newTree: string, dir: string, file: string) {
       { encoding: "utf8", maxBuffer: 64 << 20 },
     );
     if (d.status !== 1) throw new Error(`diff of ${file} failed (exit ${d.status}): ${d.stderr}`);
-    writeFileSync(`${path}.partial-${process.pid}`, d.stdout);
-    renameSync(`${path}.partial-${process.pid}`, path);
+    writeFileAtomic(path, d.stdout);
   }
   const lines = readFileSync(path, "utf8").split("\n");
   return {

@@ -16,13 +16,12 @@ import {
   openSync,
   readlinkSync,
   realpathSync,
-  renameSync,
-  rmSync,
   statSync,
 } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { UserError } from "../cli/errors.js";
+import { UserError } from "../errors.js";
+import { buildFileAtomic } from "../files.js";
 import { readJson, writeJsonAtomic } from "./cache.js";
 import { CpioWriter } from "./cpio.js";
 
@@ -79,54 +78,53 @@ export function baseInitramfs(labDir: string, log: (l: string) => void = () => {
   if (stamp && existsSync(path) && statSync(path).size === stamp.size) return path;
   log(`building the base initramfs (busybox + ${process.execPath})`);
   mkdirSync(dir, { recursive: true });
-  const tmp = `${path}.partial-${process.pid}`;
-  const fd = openSync(tmp, "w");
-  try {
-    const w = new CpioWriter(fd);
-    // A merged-/usr layout like Debian 12's, whatever the host looks like.
-    for (const d of [
-      "/usr/bin",
-      "/usr/sbin",
-      "/usr/lib",
-      "/usr/lib64",
-      "/usr/local/bin",
-      "/etc",
-      "/root",
-      "/proc",
-      "/sys",
-      "/dev",
-      "/run",
-      "/var",
-      "/mnt",
-    ])
-      w.dir(d);
-    w.dir("/tmp", 0o1777);
-    for (const [link, target] of [
-      ["/bin", "usr/bin"],
-      ["/sbin", "usr/sbin"],
-      ["/lib", "usr/lib"],
-      ["/lib64", "usr/lib64"],
-    ])
-      w.symlink(link, target);
-    w.hostFile(busybox, "/usr/bin/busybox");
-    const applets = execFileSync(busybox, ["--list-full"], { encoding: "utf8" }).split("\n").filter(Boolean);
-    for (const a of applets) {
-      const guest = `/${a}`.replace(/^\/(s?bin)\//, "/usr/$1/");
-      if (guest !== "/usr/bin/busybox") w.symlink(guest, "/usr/bin/busybox");
+  buildFileAtomic(path, (tmp) => {
+    const fd = openSync(tmp, "w");
+    try {
+      const w = new CpioWriter(fd);
+      // A merged-/usr layout like Debian 12's, whatever the host looks like.
+      for (const d of [
+        "/usr/bin",
+        "/usr/sbin",
+        "/usr/lib",
+        "/usr/lib64",
+        "/usr/local/bin",
+        "/etc",
+        "/root",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/run",
+        "/var",
+        "/mnt",
+      ])
+        w.dir(d);
+      w.dir("/tmp", 0o1777);
+      for (const [link, target] of [
+        ["/bin", "usr/bin"],
+        ["/sbin", "usr/sbin"],
+        ["/lib", "usr/lib"],
+        ["/lib64", "usr/lib64"],
+      ])
+        w.symlink(link, target);
+      w.hostFile(busybox, "/usr/bin/busybox");
+      const applets = execFileSync(busybox, ["--list-full"], { encoding: "utf8" })
+        .split("\n")
+        .filter(Boolean);
+      for (const a of applets) {
+        const guest = `/${a}`.replace(/^\/(s?bin)\//, "/usr/$1/");
+        if (guest !== "/usr/bin/busybox") w.symlink(guest, "/usr/bin/busybox");
+      }
+      addHostFile(w, process.execPath);
+      for (const lib of sharedLibraries(process.execPath)) addHostFile(w, lib);
+      w.file("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n");
+      w.file("/etc/group", "root:x:0:\n");
+      w.end();
+    } finally {
+      closeSync(fd);
     }
-    addHostFile(w, process.execPath);
-    for (const lib of sharedLibraries(process.execPath)) addHostFile(w, lib);
-    w.file("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n");
-    w.file("/etc/group", "root:x:0:\n");
-    w.end();
-    closeSync(fd);
-    renameSync(tmp, path);
-    writeJsonAtomic(stampPath, { size: statSync(path).size, inputs });
-  } catch (err) {
-    closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw err;
-  }
+  });
+  writeJsonAtomic(stampPath, { size: statSync(path).size, inputs });
   return path;
 }
 

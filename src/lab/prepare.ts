@@ -18,7 +18,10 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import { UserError } from "../cli/errors.js";
+import { UserError } from "../errors.js";
+import { buildFileAtomic } from "../files.js";
+import { writeTreeInfo } from "../kbuild/tree.js";
+import { mustRun, ToolError } from "../proc.js";
 import {
   aptDownload,
   type ChoiceResult,
@@ -43,7 +46,6 @@ import {
   stampMatches,
   writeJsonAtomic,
 } from "./cache.js";
-import { mustRun, ToolError } from "./proc.js";
 
 /** LabPaths is everything later stages need to know about a prepared lab kernel. */
 export interface LabPaths {
@@ -115,7 +117,7 @@ export async function prepareLab(opts: PrepareOptions = {}): Promise<LabPaths> {
   if (prior && !opts.refresh) {
     const paths = readJson<LabPaths>(join(root, prior.version, "lab.json"));
     const problem = paths ? checkEntry(paths) : "lab.json is missing";
-    if (!problem) return paths!;
+    if (!problem) return describeTree(paths!);
     log(`cache entry ${join(root, prior.version)} is incomplete or corrupt (${problem}); rebuilding it`);
   }
 
@@ -135,6 +137,12 @@ export async function prepareLab(opts: PrepareOptions = {}): Promise<LabPaths> {
   const paths = await buildEntry(root, choice, log, opts);
   selection[want.version] = choice;
   writeJsonAtomic(selPath, selection);
+  return describeTree(paths);
+}
+
+/** describeTree tells the prepared source tree where its kernel's headers and vmlinux are. */
+function describeTree(paths: LabPaths): LabPaths {
+  writeTreeInfo(paths.sourceDir, { headersDir: paths.headersDir, vmlinux: paths.vmlinux });
   return paths;
 }
 
@@ -263,18 +271,14 @@ async function buildEntry(
   const vmlinux = join(entryDir, "vmlinux");
   if (!isElf(vmlinux)) {
     log(`extracting vmlinux from ${vmlinuz}`);
-    const tmp = `${vmlinux}.partial-${process.pid}`;
-    await extractVmlinux(join(sourceDir, "scripts", "extract-vmlinux"), vmlinuz, tmp);
-    if (!isElf(tmp)) {
-      rmSync(tmp, { force: true });
-      throw new UserError(
-        `scripts/extract-vmlinux produced no ELF file from ${vmlinuz}; is lz4 installed? Retry 'ksplice lab prepare'.`,
-        {
-          code: "lab_prepare",
-        },
-      );
-    }
-    renameSync(tmp, vmlinux);
+    await buildFileAtomic(vmlinux, async (tmp) => {
+      await extractVmlinux(join(sourceDir, "scripts", "extract-vmlinux"), vmlinuz, tmp);
+      if (!isElf(tmp))
+        throw new UserError(
+          `scripts/extract-vmlinux produced no ELF file from ${vmlinuz}; is lz4 installed? Retry 'ksplice lab prepare'.`,
+          { code: "lab_prepare" },
+        );
+    });
   }
 
   const paths: LabPaths = {

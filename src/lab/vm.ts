@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { UserError } from "../cli/errors.js";
+import { UserError } from "../errors.js";
 import { type Accel, chooseAccel } from "./accel.js";
 import { cacheRoot, labRoot } from "./cache.js";
 import { baseInitramfs, buildInitrd } from "./initramfs.js";

@@ -22,18 +22,17 @@
 // decides. A function whose entry was redirected by an earlier ksplice update is followed to
 // the replacement code that runs now.
 
-import { UserError } from "../cli/errors.js";
-import { ObjectUnits, type Target, type Unit, type UnitReloc } from "../diff/units.js";
+import { contentKey, ObjectUnits, type Target, type Unit, type UnitReloc } from "../diff/units.js";
 import { R_X86_64, relocInfo, SHF, STB } from "../elf/constants.js";
 import type { ElfFile, ElfSection } from "../elf/reader.js";
-import type { Kallsyms, KallsymsEntry } from "../kernel/kallsyms.js";
+import { UserError } from "../errors.js";
+import type { Kallsyms, KallsymsEntry } from "../live/kallsyms.js";
+import type { LiveMemory } from "../live/memory.js";
+import { isUpdateModule } from "../package/id.js";
 import { decode, format, type Insn } from "../x86/decode.js";
 import { type Site, sitesOf } from "./sites.js";
 
-/** LiveMemory reads bytes of the running kernel (or a stand-in, in tests). */
-export interface LiveMemory {
-  read(addr: bigint, length: number): Uint8Array;
-}
+export type { LiveMemory } from "../live/memory.js";
 
 /** MatchedFunction is where a pre function runs now. */
 export interface MatchedFunction {
@@ -199,7 +198,7 @@ export class RunPre {
   }
 
   private moduleOf(addr: bigint): string | undefined {
-    return this.kallsyms.at(addr).find((e) => e.module?.startsWith("ksplice_"))?.module;
+    return this.kallsyms.at(addr).find((e) => isUpdateModule(e.module))?.module;
   }
 
   /** knownBase returns the learned address of a pre object's section, if any. */
@@ -209,7 +208,7 @@ export class RunPre {
 
   /**
    * compare checks unit against the code at addr. An earlier ksplice update shows as a jump
-   * into a ksplice_ module right where the pre code has something else: that code is compared.
+   * into an update module right where the pre code has something else: that code is compared.
    */
   private compare(obj: PreObject, unit: Unit, addr: bigint): Accepted | { miss: Miss } {
     const head = this.read(addr, 10);
@@ -422,25 +421,25 @@ export class RunPre {
           why,
         });
       }
-      case "content": {
+      case "string": {
         const start = sa - t.delta;
-        if (t.key.startsWith("string ")) {
-          const text = Buffer.from(JSON.parse(t.key.slice(7)) as string, "latin1");
-          const got = this.read(start, text.length + 1);
-          if (!got) return `${why}: the string at ${hex(start)} cannot be read`;
-          if (Buffer.compare(Buffer.from(got), Buffer.concat([text, Buffer.from([0])])) !== 0)
-            return `${why}: the running kernel has ${JSON.stringify(Buffer.from(got).toString("latin1"))} there`;
-          return undefined;
-        }
-        if (t.key.startsWith("constant ")) {
-          const want = Buffer.from(t.key.slice(9), "hex");
-          const got = this.read(start, want.length);
-          if (!got || Buffer.compare(Buffer.from(got), want) !== 0)
-            return `${why}: the constant differs in the running kernel`;
-          return undefined;
-        }
+        const text = Buffer.from(t.text, "latin1");
+        const got = this.read(start, text.length + 1);
+        if (!got) return `${why}: the string at ${hex(start)} cannot be read`;
+        if (Buffer.compare(Buffer.from(got), Buffer.concat([text, Buffer.from([0])])) !== 0)
+          return `${why}: the running kernel has ${JSON.stringify(Buffer.from(got).toString("latin1"))} there`;
+        return undefined;
+      }
+      case "constant": {
+        const want = Buffer.from(t.hex, "hex");
+        const got = this.read(sa - t.delta, want.length);
+        if (!got || Buffer.compare(Buffer.from(got), want) !== 0)
+          return `${why}: the constant differs in the running kernel`;
+        return undefined;
+      }
+      case "section": {
         // An anonymous section (e.g. a jump table): its place must be consistent.
-        const sec = obj.elf.sections.find((s) => t.key.startsWith(`section ${s.name} `));
+        const sec = obj.elf.sections.find((s) => s.name === t.section);
         if (!sec) return undefined;
         return learn({ kind: "base", obj, section: sec, addr: sa - t.delta, why });
       }
@@ -545,8 +544,10 @@ function describe(t: Target): string {
       return t.name;
     case "unit":
       return t.unit.name;
-    case "content":
-      return t.key.length > 60 ? `${t.key.slice(0, 57)}...` : t.key;
+    default: {
+      const key = contentKey(t);
+      return key.length > 60 ? `${key.slice(0, 57)}...` : key;
+    }
   }
 }
 

@@ -7,20 +7,9 @@
 import type { ObjectDiff, ObjectUnits, Unit } from "../diff/index.js";
 import { SHF } from "../elf/constants.js";
 import { findHooks, type Hook, isHookData } from "./hooks.js";
+import type { Ignored, Refusal } from "./refusal.js";
 
-/** Refusal is one change that replacing code cannot apply. */
-export interface Refusal {
-  object: string;
-  symbol: string;
-  reason: string;
-}
-
-/** Ignored is a change that cannot reach the running kernel (code that ran at boot, an export). */
-export interface Ignored {
-  object: string;
-  symbol: string;
-  reason: string;
-}
+export type { Ignored, Refusal } from "./refusal.js";
 
 /** ObjectPlan is what one object contributes to an update. */
 export interface ObjectPlan {

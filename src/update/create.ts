@@ -4,26 +4,34 @@
 //   → build pre and post with one section per symbol (for diffing and extraction) → diff and
 //   classify → extract replacement code → build the update module → write the package.
 // The source tree is never written: builds happen in an overlay view (kbuild/build.ts).
-import { createHash, randomInt } from "node:crypto";
+import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
-import { UserError } from "../cli/errors.js";
 import { checksum } from "../diff/correlate.js";
 import { diffObjects, type Unit } from "../diff/index.js";
 import { ElfFile } from "../elf/reader.js";
+import { UserError } from "../errors.js";
 import { BuildView, SECTION_FLAGS } from "../kbuild/build.js";
 import { changedLines, codeLines } from "../kbuild/lines.js";
 import { dependentsFromCmdFiles, ObjectMap, objectFor, sourcesIncluding } from "../kbuild/objects.js";
 import { parsePatch } from "../kbuild/patch.js";
-import { openTree } from "../kbuild/tree.js";
+import { type KernelTree, openTree } from "../kbuild/tree.js";
+import {
+  ID_RULE_TEXT,
+  isValidId,
+  moduleName,
+  newId,
+  packageDirName,
+  packageFileName,
+} from "../package/id.js";
+import { kernelIdentity } from "../package/identity.js";
+import { FORMAT_VERSION, type Manifest } from "../package/manifest.js";
+import { writePackage } from "../package/package.js";
 import { classify, type Ignored, type ObjectPlan, type Refusal } from "./classify.js";
 import { type Extraction, extractObject } from "./extract.js";
 import { KSPLICE_PATCH_H } from "./hooks.js";
-import { kernelIdentity } from "./identity.js";
-import { FORMAT_VERSION, type Manifest } from "./manifest.js";
-import { buildUpdateModule, loadExports, moduleName } from "./module.js";
-import { writePackage } from "./package.js";
+import { buildUpdateModule, loadExports } from "./module.js";
 
 /** CreateOptions are the inputs of one `create` run. */
 export interface CreateOptions {
@@ -49,22 +57,14 @@ export interface CreateResult {
   timings: Array<{ pass: string; ms: number }>;
 }
 
-const ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789";
-
-/** newId makes an 8-character update id of [a-z0-9]. */
-export function newId(): string {
-  let s = "";
-  for (let i = 0; i < 8; i++) s += ID_CHARS[randomInt(ID_CHARS.length)];
-  return s;
-}
-
 const sha256 = (b: Uint8Array | string) => createHash("sha256").update(b).digest("hex");
 
-function findHeaders(srcDir: string, release: string, given?: string): string {
+function findHeaders(tree: KernelTree, given?: string): string {
+  const release = tree.release;
   const candidates = given
     ? [given]
     : [
-        join(srcDir, "..", "root/usr/src", `linux-headers-${release}`),
+        ...(tree.headersDir ? [tree.headersDir] : []),
         `/usr/src/linux-headers-${release}`,
         `/lib/modules/${release}/build`,
       ];
@@ -97,15 +97,14 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     }
   };
   const id = o.id ?? newId();
-  if (!/^[a-z0-9]{1,16}$/.test(id))
-    throw new UserError(`update id '${id}' must be 1 to 16 characters of [a-z0-9]`, {
+  if (!isValidId(id))
+    throw new UserError(`update id '${id}' must be ${ID_RULE_TEXT}`, {
       code: "usage",
-      exitCode: 2,
     });
 
   const tree = await pass("check tree", () => openTree(resolve(o.src)));
-  const headersDir = findHeaders(tree.dir, tree.release, o.headersDir);
-  const identity = kernelIdentity(tree.dir, tree.release, o.vmlinux);
+  const headersDir = findHeaders(tree, o.headersDir);
+  const identity = kernelIdentity(tree.release, o.vmlinux ?? tree.vmlinux);
 
   const patches = await pass("read patches", () =>
     [...o.applied.map((f) => ({ f, applied: true })), ...o.patches.map((f) => ({ f, applied: false }))].map(
@@ -223,7 +222,7 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     }
 
     const description = o.description ?? describePatches(patches.filter((p) => !p.applied));
-    const pkgDir = join(work, `ksplice-${id}`);
+    const pkgDir = join(work, packageDirName(id));
     mkdirSync(pkgDir);
     const ko = await pass("build module", () =>
       buildUpdateModule({
@@ -288,9 +287,9 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
         ),
         files: files.map((f) => ({ path: f.path, sha256: sha256(f.bytes), size: f.bytes.length })),
       };
-      const out = join(resolve(o.outputDir), `ksplice-${id}.tar.gz`);
+      const out = join(resolve(o.outputDir), packageFileName(id));
       mkdirSync(dirname(out), { recursive: true });
-      await writePackage(out, `ksplice-${id}`, m, files);
+      await writePackage(out, packageDirName(id), m, files);
       return { m, out };
     });
     return { id, path: manifest.out, manifest: manifest.m, timings };

@@ -15,22 +15,8 @@ import type { ObjectUnits, Unit } from "../diff/index.js";
 import { R_X86_64, relocInfo, relocTypeName, SHF, SHN, SHT, STB, STT } from "../elf/constants.js";
 import type { ElfFile, ElfRela, ElfSection } from "../elf/reader.js";
 import { ObjectWriter, type SectionRef, type SymbolRef } from "../elf/writer.js";
-import type { Refusal } from "./classify.js";
-
-/** KernelReloc is a relocation the core module applies at apply time. */
-export interface KernelReloc {
-  /** Section of the update module holding the field, and the field's offset in it. */
-  section: string;
-  offset: number;
-  type: string;
-  addend: string;
-  /** The kernel symbol: its name in the post build, and whether it is local to `object`. */
-  symbol: string;
-  local: boolean;
-  object: string;
-  /** Name of the same symbol in the pre build (differs for renumbered clones and statics). */
-  preSymbol: string;
-}
+import { isKernelRelocType, type KernelReloc } from "../package/manifest.js";
+import type { Refusal } from "./refusal.js";
 
 /** ExtractedFunction maps a function of the module to what it replaces. */
 export interface ExtractedFunction {
@@ -325,10 +311,19 @@ export function extractObject(opts: {
     local: boolean,
     preSymbol: string,
   ) => {
+    const typeName = relocTypeName(type);
+    if (!isKernelRelocType(typeName)) {
+      refusals.push({
+        object,
+        symbol,
+        reason: `is referred to by a ${typeName} relocation in ${sectionNameOf(ref)}+0x${offset.toString(16)}, which the core cannot write into the running kernel's addresses`,
+      });
+      return;
+    }
     const rec: KernelReloc = {
       section: sectionNameOf(ref),
       offset,
-      type: relocTypeName(type),
+      type: typeName,
       addend: addend.toString(),
       symbol,
       local,

@@ -5,22 +5,8 @@
 // section named .ksplice_hook.KIND, which create turns into manifest entries and leaves out
 // of the update module. The core calls hooks in Ksplice's order (see kmod/ksplice.c).
 import type { ObjectDiff, Unit } from "../diff/index.js";
-import type { Refusal } from "./classify.js";
-
-/** HOOK_KINDS names the points where the core calls an update's hooks. */
-export const HOOK_KINDS = [
-  "pre_apply",
-  "check_apply",
-  "apply",
-  "post_apply",
-  "fail_apply",
-  "pre_reverse",
-  "check_reverse",
-  "reverse",
-  "post_reverse",
-  "fail_reverse",
-] as const;
-export type HookKind = (typeof HOOK_KINDS)[number];
+import { HOOK_KINDS, type HookKind } from "../package/manifest.js";
+import type { Refusal } from "./refusal.js";
 
 /** Hooks whose return value counts: non-zero aborts the transition. */
 const INT_HOOKS = new Set<HookKind>(["pre_apply", "check_apply", "pre_reverse", "check_reverse"]);

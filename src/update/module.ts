@@ -2,15 +2,10 @@
 // the extracted replacement objects, by the kernel's own kbuild against the target's headers.
 // The module has no undefined symbols but exported ones, so it loads on its own; its code
 // only runs once the core module has written the remaining relocations and the jumps.
-import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { UserError } from "../cli/errors.js";
-
-/** moduleName is the kernel module name of update ID. */
-export function moduleName(id: string): string {
-  return `ksplice_${id}`;
-}
+import { makeModule } from "../kbuild/module.js";
+import { moduleName } from "../package/id.js";
 
 /** loadExports reads the symbols vmlinux exports from a Module.symvers file, with their namespaces ("" for none). */
 export function loadExports(symvers: string): Map<string, string> {
@@ -69,29 +64,11 @@ MODULE_DESCRIPTION(${cString(`ksplice update ${opts.id}: ${opts.description}`.sl
 MODULE_INFO(ksplice_id, ${cString(opts.id)});
 ${(opts.namespaces ?? []).map((ns) => `MODULE_IMPORT_NS(${ns});\n`).join("")}`,
   );
-  const args = ["-C", opts.headersDir, `M=${opts.dir}`, ...opts.makeArgs, "modules"];
-  const out = await new Promise<{ code: number; output: string }>((resolve, reject) => {
-    const child = spawn("make", args, { stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.on("data", (d) => {
-      output += d;
-    });
-    child.stderr.on("data", (d) => {
-      output += d;
-    });
-    const kill = () => child.kill("SIGTERM");
-    opts.signal.addEventListener("abort", kill, { once: true });
-    child.on("error", reject);
-    child.on("close", (code) => {
-      opts.signal.removeEventListener("abort", kill);
-      resolve({ code: code ?? 1, output });
-    });
+  return makeModule({
+    dir: opts.dir,
+    name,
+    headersDir: opts.headersDir,
+    makeArgs: opts.makeArgs,
+    signal: opts.signal,
   });
-  if (opts.signal.aborted) throw new UserError("interrupted", { code: "interrupted", exitCode: 130 });
-  if (out.code !== 0 || /WARNING: modpost: .*undefined!/.test(out.output))
-    throw new UserError(
-      `building the update module ${name} against ${opts.headersDir} failed:\n${out.output.split("\n").slice(-30).join("\n")}`,
-      { code: "build_failed" },
-    );
-  return join(opts.dir, `${name}.ko`);
 }

@@ -1,6 +1,6 @@
 // Makes update packages from the lab's prepared source for lab tests: one output directory
 // (shared with the guest) and one core module build for all of them.
-import { buildCore } from "../../src/kernel/core.js";
+import { buildCore } from "../../src/kbuild/module.js";
 import type { LabPaths } from "../../src/lab/index.js";
 import { createUpdate } from "../../src/update/create.js";
 

@@ -9,8 +9,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { buildCore, buildModule, Core, type CoreError } from "../../src/kernel/core.js";
-import { guestKallsyms, guestPatch, labCoreHost } from "../../src/kernel/labhost.js";
+import { buildCore, buildModule } from "../../src/kbuild/module.js";
+import { Core, type CoreError } from "../../src/kernel/core.js";
+import { guestKallsyms, guestPatch, labCoreHost } from "../../src/lab/host.js";
 import { type LabVM, prepareLab, withLab } from "../../src/lab/index.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url)).replace(/\/$/, "");

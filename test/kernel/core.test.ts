@@ -11,7 +11,7 @@ import {
   parseStatus,
   splitWrites,
 } from "../../src/kernel/core.js";
-import { Kallsyms } from "../../src/kernel/kallsyms.js";
+import { Kallsyms } from "../../src/live/kallsyms.js";
 
 const R = "/sys/kernel/ksplice";
 

@@ -15,10 +15,10 @@ import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { guestKallsyms, guestKernelBytes } from "../../src/kernel/labhost.js";
+import { guestKallsyms, guestKernelBytes } from "../../src/lab/host.js";
 import { prepareLab, withLab } from "../../src/lab/index.js";
-import type { Manifest } from "../../src/update/manifest.js";
-import { openPackage } from "../../src/update/package.js";
+import type { Manifest } from "../../src/package/manifest.js";
+import { openPackage } from "../../src/package/package.js";
 import { tempDir as hostTempDir } from "../helpers/compile.js";
 import { tarball } from "../helpers/tar.js";
 import { updateMaker } from "../helpers/updates.js";

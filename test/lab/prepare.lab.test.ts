@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { UserError } from "../../src/cli/errors.js";
+import { UserError } from "../../src/errors.js";
 import { aptDownload, debInfo } from "../../src/lab/apt.js";
 import { STAMP } from "../../src/lab/cache.js";
 import { checkEntry, prepareLab } from "../../src/lab/index.js";

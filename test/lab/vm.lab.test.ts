@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { UserError } from "../../src/cli/errors.js";
+import { UserError } from "../../src/errors.js";
 import { type LabPaths, LabVM, prepareLab, withLab } from "../../src/lab/index.js";
 import { tempDir } from "../helpers/compile.js";
 

@@ -12,10 +12,10 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { UserError } from "../../src/cli/errors.js";
 import { R_X86_64, relocInfo, SHF, SHN, SHT, STB, STT } from "../../src/elf/constants.js";
 import { ElfFile, type ElfSection } from "../../src/elf/reader.js";
-import { Kallsyms } from "../../src/kernel/kallsyms.js";
+import { UserError } from "../../src/errors.js";
+import { Kallsyms } from "../../src/live/kallsyms.js";
 import { type LiveMemory, RunPre } from "../../src/runpre/match.js";
 import { decode } from "../../src/x86/decode.js";
 import { compileC, tempDir } from "../helpers/compile.js";

@@ -8,11 +8,11 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { UserError } from "../../src/cli/errors.js";
-import { buildCore } from "../../src/kernel/core.js";
+import { UserError } from "../../src/errors.js";
+import { buildCore } from "../../src/kbuild/module.js";
 import { prepareLab } from "../../src/lab/index.js";
+import { openPackage } from "../../src/package/package.js";
 import { createUpdate } from "../../src/update/create.js";
-import { openPackage } from "../../src/update/package.js";
 import { tempDir } from "../helpers/compile.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url));

@@ -7,9 +7,9 @@ import { createHash } from "node:crypto";
 import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { UserError } from "../../src/cli/errors.js";
-import { FORMAT_VERSION, type Manifest } from "../../src/update/manifest.js";
-import { openPackage, writePackage } from "../../src/update/package.js";
+import { UserError } from "../../src/errors.js";
+import { FORMAT_VERSION, type Manifest } from "../../src/package/manifest.js";
+import { openPackage, writePackage } from "../../src/package/package.js";
 import { tempDir } from "../helpers/compile.js";
 import { tarball } from "../helpers/tar.js";
 

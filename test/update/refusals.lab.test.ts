@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { UserError } from "../../src/cli/errors.js";
+import { UserError } from "../../src/errors.js";
 import { ObjectMap } from "../../src/kbuild/objects.js";
 import { parseConfig } from "../../src/kbuild/tree.js";
 import { PINNED_CORPUS, prepareCorpus } from "../../src/lab/corpus.js";

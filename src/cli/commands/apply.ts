@@ -1,10 +1,9 @@
 // `ksplice apply UPDATE`: match, load and splice an update into the running kernel.
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { UsageError } from "../../errors.js";
 import { applyUpdate } from "../../kernel/apply.js";
-import { println, progress } from "../context.js";
-import { UsageError } from "../errors.js";
-import { register } from "../main.js";
+import { type Command, println, progress } from "../context.js";
 
 const usage = `usage: ksplice apply UPDATE [--partial] [--raw-errors] [--json]
 
@@ -14,14 +13,15 @@ writes the jumps under stop_machine. Nothing changes when any step fails.
 --partial applies the functions that match and leaves out those whose running code differs.
 --raw-errors puts the abort code alone on the first line of standard error.`;
 
-register({
+/** The `apply` verb. */
+export const applyCommand: Command = {
   name: "apply",
   summary: "apply an update to the running kernel",
   usage,
   async run(args, ctx) {
     const { values, positionals } = parseArgs({
       args,
-      options: { partial: { type: "boolean" }, "raw-errors": { type: "boolean" }, json: { type: "boolean" } },
+      options: { partial: { type: "boolean" }, json: { type: "boolean" } },
       allowPositionals: true,
     });
     if (positionals.length !== 1) throw new UsageError(`exactly one UPDATE is required\n${usage}`);
@@ -62,4 +62,4 @@ register({
     }
     return 0;
   },
-});
+};

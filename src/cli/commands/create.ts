@@ -1,12 +1,11 @@
 // `ksplice create`: build an update package from a prepared kernel tree and a patch.
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { buildCore } from "../../kernel/core.js";
-import { cacheRoot } from "../../lab/cache.js";
+import { UsageError } from "../../errors.js";
+import { cacheRoot } from "../../files.js";
+import { buildCore } from "../../kbuild/module.js";
 import { createUpdate } from "../../update/create.js";
-import { println, progress } from "../context.js";
-import { UsageError } from "../errors.js";
-import { register } from "../main.js";
+import { type Command, println, progress } from "../context.js";
 
 const usage = `usage: ksplice create --src DIR --patch FILE [--patch FILE]... [--applied FILE]...
                       [--id ID] [--output-dir DIR] [--description TEXT]
@@ -17,7 +16,8 @@ prepared tree, as 'ksplice lab prepare' makes) with the patches applied in order
 patches are already live through earlier updates. The tree is never modified.
 The last line of standard output is the package's path.`;
 
-register({
+/** The `create` verb. */
+export const createCommand: Command = {
   name: "create",
   summary: "build a rebootless update from a kernel source patch",
   usage,
@@ -85,4 +85,4 @@ register({
     println(ctx.stdout, res.path);
     return 0;
   },
-});
+};

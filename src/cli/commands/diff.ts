@@ -5,9 +5,8 @@ import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { diffObjects, report } from "../../diff/index.js";
 import { ElfFile, ElfFormatError } from "../../elf/reader.js";
-import { type Context, println } from "../context.js";
-import { UsageError, UserError } from "../errors.js";
-import { register } from "../main.js";
+import { UsageError, UserError } from "../../errors.js";
+import { type Command, type Context, println } from "../context.js";
 
 const usage = `usage: ksplice diff PRE.o POST.o [--json]
 
@@ -31,7 +30,8 @@ function load(ctx: Context, path: string): ElfFile {
   }
 }
 
-register({
+/** The `diff` verb. */
+export const diffCommand: Command = {
   name: "diff",
   summary: "compare two builds of one object file, function by function",
   usage,
@@ -75,4 +75,4 @@ register({
     section("removed data", rep.removedData);
     return 0;
   },
-});
+};

@@ -2,11 +2,10 @@
 // stdout line is the prepared source tree); `run` boots a guest, runs one command as root in it
 // and exits with that command's status. The work is in src/lab.
 import { parseArgs } from "node:util";
+import { UsageError } from "../../errors.js";
 import { prepareLab } from "../../lab/prepare.js";
 import { LabVM } from "../../lab/vm.js";
-import { type Context, println } from "../context.js";
-import { UsageError } from "../errors.js";
-import { register } from "../main.js";
+import { type Command, type Context, println } from "../context.js";
 
 const usage = `usage: ksplice lab prepare [--json] [--refresh] [--kernel-version ABI:VERSION]
        ksplice lab run [--with PATH]... [--smp N] [--memory MB] [--append ARGS] [--timeout SEC] -- CMD [ARG...]
@@ -50,7 +49,6 @@ async function prepare(args: string[], ctx: Context): Promise<number> {
       json: { type: "boolean" },
       refresh: { type: "boolean" },
       "kernel-version": { type: "string" },
-      "raw-errors": { type: "boolean" },
     },
     allowPositionals: true,
   });
@@ -102,7 +100,6 @@ async function run(args: string[], ctx: Context): Promise<number> {
       memory: { type: "string" },
       append: { type: "string" },
       timeout: { type: "string" },
-      "raw-errors": { type: "boolean" },
     },
     allowPositionals: true,
   });
@@ -145,7 +142,8 @@ const signalNumbers: Record<string, number> = {
   SIGTERM: 15,
 };
 
-register({
+/** The `lab` verb. */
+export const labCommand: Command = {
   name: "lab",
   summary: "prepare and boot the QEMU lab on Debian's cloud kernel",
   usage,
@@ -157,4 +155,4 @@ register({
       sub ? `unknown lab subcommand '${sub}' (prepare or run)` : "lab needs a subcommand: prepare or run",
     );
   },
-});
+};

@@ -1,23 +1,23 @@
 // `ksplice undo ID`: take an applied update out of the running kernel.
 import { parseArgs } from "node:util";
+import { UsageError } from "../../errors.js";
 import { undoUpdate } from "../../kernel/apply.js";
-import { println, progress } from "../context.js";
-import { UsageError } from "../errors.js";
-import { register } from "../main.js";
+import { type Command, println, progress } from "../context.js";
 
 const usage = `usage: ksplice undo ID [--raw-errors] [--json]
 
 Reverses applied update ID under stop_machine and unloads its module. Updates stacked on top
 of it must be undone first.`;
 
-register({
+/** The `undo` verb. */
+export const undoCommand: Command = {
   name: "undo",
   summary: "reverse an applied update",
   usage,
   async run(args, ctx) {
     const { values, positionals } = parseArgs({
       args,
-      options: { "raw-errors": { type: "boolean" }, json: { type: "boolean" } },
+      options: { json: { type: "boolean" } },
       allowPositionals: true,
     });
     if (positionals.length !== 1) throw new UsageError(`exactly one update ID is required\n${usage}`);
@@ -31,4 +31,4 @@ register({
       println(ctx.stdout, `Update ${st.id} reversed (machine paused ${(st.pauseNs / 1000).toFixed(0)} µs)`);
     return 0;
   },
-});
+};

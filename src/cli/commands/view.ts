@@ -1,10 +1,9 @@
 // `ksplice view [ID]`: what is applied to the running kernel.
 import { parseArgs } from "node:util";
+import { UsageError, UserError } from "../../errors.js";
 import { listUpdates } from "../../kernel/apply.js";
 import type { UpdateStatus } from "../../kernel/core.js";
-import { println } from "../context.js";
-import { UsageError, UserError } from "../errors.js";
-import { register } from "../main.js";
+import { type Command, println } from "../context.js";
 
 const usage = `usage: ksplice view [ID] [--json]
 
@@ -22,7 +21,8 @@ const json = (s: UpdateStatus) => ({
   abortCause: s.abortCause,
 });
 
-register({
+/** The `view` verb. */
+export const viewCommand: Command = {
   name: "view",
   summary: "list the updates applied to the running kernel",
   usage,
@@ -60,4 +60,4 @@ register({
     }
     return 0;
   },
-});
+};

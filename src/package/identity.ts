@@ -31,10 +31,12 @@ export function parseNotes(b: Uint8Array): string | null {
   return null;
 }
 
-/** kernelIdentity reads the identity of the kernel a tree was prepared for. */
-export function kernelIdentity(treeDir: string, release: string, vmlinux?: string): KernelIdentity {
-  const path =
-    vmlinux ?? [join(treeDir, "..", "vmlinux"), join(treeDir, "vmlinux")].find((p) => existsSync(p));
+/**
+ * kernelIdentity is the identity of kernel `release`, read from its vmlinux when there is one
+ * (build id and banner); without it an update is checked by release only.
+ */
+export function kernelIdentity(release: string, vmlinux?: string): KernelIdentity {
+  const path = vmlinux !== undefined && existsSync(vmlinux) ? vmlinux : undefined;
   if (!path) return { release, buildId: null, banner: null };
   const bytes = readFileSync(path);
   const elf = ElfFile.parse(bytes, path);

@@ -1,6 +1,9 @@
-// Runs host tools (apt, dpkg, make, tar, qemu) for the lab: one promise-based helper so every
-// failure names the command, its exit status and the tail of what it printed.
+// Runs a host tool (make, patch, cp, apt, dpkg, insmod): the one process runner of the project,
+// below every stage. Failures name the command, its exit status and the tail of its output.
+// Aborting the signal kills the tool's whole process group (make's children too) and rejects
+// with the `interrupted` UserError.
 import { spawn } from "node:child_process";
+import { interrupted } from "./errors.js";
 
 /** RunOptions tune one tool invocation. */
 export interface RunOptions {
@@ -33,14 +36,20 @@ export class ToolError extends Error {
   }
 }
 
-/** runTool runs a command to completion; it resolves even on failure (check `code`). */
+/**
+ * runTool runs a command to completion; it resolves even when the tool fails (check `code`;
+ * 127 when it cannot be started, as a shell says) and rejects only when interrupted.
+ */
 export function runTool(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
+    const signal = opts.signal;
+    if (signal?.aborted) return reject(interrupted());
     const child = spawn(cmd, args, {
       cwd: opts.cwd,
       env: opts.env ?? process.env,
       stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
-      signal: opts.signal,
+      // Its own process group, so an abort reaches the tool's children.
+      detached: signal !== undefined,
     });
     let stdout = "";
     let stderr = "";
@@ -53,8 +62,23 @@ export function runTool(cmd: string, args: string[], opts: RunOptions = {}): Pro
       opts.onOutput?.(d);
     });
     if (opts.input !== undefined) child.stdin?.end(opts.input);
-    child.on("error", reject);
-    child.on("close", (code, sig) => resolve({ code: code ?? (sig ? 128 : 1), stdout, stderr }));
+    const onAbort = () => {
+      try {
+        if (child.pid) process.kill(-child.pid, "SIGTERM");
+      } catch {}
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let failedToStart: Error | undefined;
+    child.on("error", (e) => {
+      failedToStart = e;
+    });
+    child.on("close", (code, sig) => {
+      signal?.removeEventListener("abort", onAbort);
+      if (signal?.aborted) return reject(interrupted());
+      if (failedToStart && code === null)
+        return resolve({ code: 127, stdout, stderr: failedToStart.message });
+      resolve({ code: code ?? (sig ? 128 : 1), stdout, stderr });
+    });
   });
 }
 

@@ -16,9 +16,9 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join, normalize } from "node:path";
 import * as tar from "tar";
-import { UserError } from "../cli/errors.js";
-import { HOOK_KINDS } from "./hooks.js";
-import { FORMAT_VERSION, type Manifest } from "./manifest.js";
+import { UserError } from "../errors.js";
+import { isValidId } from "./id.js";
+import { FORMAT_VERSION, HOOK_KINDS, isKernelRelocType, type Manifest } from "./manifest.js";
 
 const bad = (msg: string) => new UserError(msg, { code: "bad_package" });
 
@@ -126,13 +126,15 @@ export function verifyDir(dir: string, name: string): Manifest {
     throw bad(
       `${name}: manifest format version ${m.formatVersion} is not supported (this ksplice reads version ${FORMAT_VERSION}); use a matching ksplice`,
     );
-  if (typeof m.id !== "string" || !/^[a-z0-9]{1,16}$/.test(m.id))
-    throw bad(`${name}: manifest has an invalid id ${JSON.stringify(m.id)}`);
+  if (!isValidId(m.id)) throw bad(`${name}: manifest has an invalid id ${JSON.stringify(m.id)}`);
   for (const k of ["kernel", "module", "targets", "relocations", "hooks", "files", "objects"] as const)
     if (m[k] === undefined || m[k] === null) throw bad(`${name}: manifest lacks '${k}'`);
   for (const h of m.hooks)
     if (!HOOK_KINDS.includes(h.kind) || typeof h.section !== "string" || !Number.isInteger(h.offset))
       throw bad(`${name}: manifest has an invalid hook ${JSON.stringify(h)}`);
+  for (const r of m.relocations)
+    if (!isKernelRelocType(r.type))
+      throw bad(`${name}: relocation ${r.type} for ${r.symbol} is not supported by the core`);
   const listed = new Set<string>(["manifest.json"]);
   for (const f of m.files) {
     if (typeof f.path !== "string" || f.path.startsWith("/") || normalize(f.path).split("/").includes(".."))

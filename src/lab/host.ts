@@ -1,10 +1,10 @@
 // A CoreHost that reaches a lab guest's filesystem through its agent, so host-side tests and
 // benchmarks drive the core module in the guest with the same Core code that runs on a target,
 // plus helpers to read what a plan is computed from (kallsyms, live code) in that guest.
-import type { LabVM } from "../lab/index.js";
-import { FTRACE_NOP } from "./apply.js";
-import type { CoreHost, Patch } from "./core.js";
-import { Kallsyms } from "./kallsyms.js";
+import type { CoreHost, Patch } from "../kernel/core.js";
+import { planPatch } from "../kernel/plan.js";
+import { Kallsyms } from "../live/kallsyms.js";
+import type { LabVM } from "./vm.js";
 
 /** labCoreHost is CoreHost over a LabVM (reads, single writes and commands run in the guest). */
 export function labCoreHost(vm: LabVM): CoreHost {
@@ -37,15 +37,17 @@ export async function guestKallsyms(vm: LabVM): Promise<Kallsyms> {
   return new Kallsyms((await vm.readFile("/proc/kallsyms")).toString("utf8"));
 }
 
-/** guestKernelBytes reads live kernel memory in the guest through /proc/kcore (src/kernel/kallsyms.ts). */
+/** guestKernelBytes reads live kernel memory in the guest through /proc/kcore (src/live/memory.ts). */
 export async function guestKernelBytes(
   vm: LabVM,
   repo: string,
   addr: bigint,
   length: number,
 ): Promise<Uint8Array> {
-  const js = `import { readKernelBytes } from ${JSON.stringify(`${repo}/dist/src/kernel/kallsyms.js`)};
-process.stdout.write(Buffer.from(readKernelBytes(BigInt(process.argv[1]), Number(process.argv[2]))).toString("hex"));`;
+  const js = `import { kcoreMemory } from ${JSON.stringify(`${repo}/dist/src/live/memory.js`)};
+const mem = kcoreMemory();
+process.stdout.write(Buffer.from(mem.read(BigInt(process.argv[1]), Number(process.argv[2]))).toString("hex"));
+mem.close();`;
   const r = await vm.exec([
     "node",
     "--input-type=module",
@@ -63,8 +65,8 @@ process.stdout.write(Buffer.from(readKernelBytes(BigInt(process.argv[1]), Number
 
 /**
  * guestPatch computes a Patch replacing kernel function `target` by `replacement` of update
- * module `module`, from the guest's kallsyms and live bytes: the jump goes after the ftrace nop
- * when there is one, so the function stays traceable.
+ * module `module`, from the guest's kallsyms and live bytes, by the rule apply uses
+ * (src/kernel/plan.ts).
  */
 export async function guestPatch(
   vm: LabVM,
@@ -74,18 +76,11 @@ export async function guestPatch(
   replacement: string,
   module: string,
 ): Promise<Patch> {
-  const fstart = ks.one(target);
+  const addr = ks.one(target);
   const nstart = ks.one(replacement, module);
-  const head = await guestKernelBytes(vm, repo, fstart, 10);
-  const traced = FTRACE_NOP.every((b, i) => head[i] === b);
-  return {
-    name: target,
-    site: traced ? fstart + 5n : fstart,
-    newAddr: nstart,
-    fstart,
-    fsize: ks.sizeOf(fstart),
-    nstart,
-    nsize: ks.sizeOf(nstart, module),
-    expected: traced ? head.subarray(5, 10) : head.subarray(0, 5),
-  };
+  const head = await guestKernelBytes(vm, repo, addr, 10);
+  return planPatch({ name: target, addr, size: ks.sizeOf(addr) }, head, {
+    addr: nstart,
+    size: ks.sizeOf(nstart, module),
+  });
 }

@@ -1,10 +1,12 @@
-// Reading the running kernel's symbol table (/proc/kallsyms, root only) and its live code
-// (/proc/kcore), for computing a plan for the core module. Symbol sizes are derived the way the
-// kernel's kallsyms derives them (distance to the next higher address in the same image), which
-// is what the core module checks a plan's FSIZE against.
+// The running kernel, read from user space: this folder owns its symbol table (/proc/kallsyms,
+// here) and its live memory (/proc/kcore, memory.ts), the one home run-pre and apply read them
+// through. Imports only src/elf, src/errors and src/collections.
+//
+// Symbol sizes are derived the way the kernel's kallsyms derives them (distance to the next
+// higher address in the same image), which is what the core module checks a plan's FSIZE against.
 import { readFileSync } from "node:fs";
 import { groupBy } from "../collections.js";
-import { ElfFile } from "../elf/reader.js";
+import { UserError } from "../errors.js";
 
 /** KallsymsEntry is one line of /proc/kallsyms. */
 export interface KallsymsEntry {
@@ -35,8 +37,9 @@ export class Kallsyms {
   constructor(text: string) {
     this.entries = parseKallsyms(text);
     if (this.entries.length > 0 && this.entries.every((e) => e.addr === 0n))
-      throw new Error(
+      throw new UserError(
         "/proc/kallsyms shows only zero addresses: read it as root (kptr_restrict hides them otherwise)",
+        { code: "permission_denied" },
       );
   }
 
@@ -93,15 +96,5 @@ export class Kallsyms {
     if (lo >= list.length)
       throw new Error(`no symbol above 0x${addr.toString(16)} in ${module ?? "the kernel"}: cannot size it`);
     return list[lo] - addr;
-  }
-}
-
-/** readKernelBytes reads live kernel memory through /proc/kcore (root; 64-bit offsets are fine). */
-export function readKernelBytes(addr: bigint, length: number, kcore = "/proc/kcore"): Uint8Array {
-  const elf = ElfFile.open(kcore);
-  try {
-    return elf.readVirtual(addr, length);
-  } finally {
-    elf.close();
   }
 }
