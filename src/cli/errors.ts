@@ -3,7 +3,6 @@
 import type { UserError } from "../errors.js";
 
 /** Exit codes: 0 success, 1 failure or refusal, 2 usage error, 130 interrupted. */
-export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;

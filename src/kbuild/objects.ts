@@ -7,6 +7,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, posix } from "node:path";
+import { UserError } from "../errors.js";
 import { type Lookup, MakeEval } from "./make.js";
 import type { KernelConfig } from "./tree.js";
 
@@ -340,4 +341,56 @@ export function sourcesIncluding(root: string, header: string): string[] {
   };
   for (const d of searchDirs) walk(d);
   return out.sort();
+}
+
+/** pickObjects maps changed files to the built-in objects to compile, refusing what cannot be patched. */
+export function pickObjects(root: string, config: KernelConfig, files: string[]): string[] {
+  const map = new ObjectMap(root, config);
+  const objects = new Set<string>();
+  const ignored: string[] = [];
+  for (const f of files) {
+    if (f.endsWith(".c")) {
+      const objs = map.objectsOf(f);
+      for (const o of objs) if (o.state === "y") objects.add(o.object);
+      if (objs.some((o) => o.state === "m") && !objs.some((o) => o.state === "y"))
+        throw new UserError(
+          `${f} is built as a loadable module (=m in .config); patching modules is not supported yet`,
+          { code: "module_patch" },
+        );
+      if (!objs.some((o) => o.state === "y")) ignored.push(f);
+    } else if (f.endsWith(".h")) {
+      const deps =
+        dependentsFromCmdFiles(root, f) ??
+        sourcesIncluding(root, f)
+          .filter((c) => map.sourceState(c) === "y")
+          .map(objectFor);
+      for (const d of deps) objects.add(d);
+      if (deps.length === 0) ignored.push(f);
+    } else if (/\.(S|s)$/.test(f)) {
+      const st = map.sourceState(f.replace(/\.[Ss]$/, ".c"));
+      if (
+        map.objectState(dirname(f) === "." ? "" : dirname(f), basename(f).replace(/\.[Ss]$/, ".o")) !== "n" ||
+        st !== "n"
+      )
+        throw new UserError(`${f} is an assembly file: changes to assembly code are not supported`, {
+          code: "unsupported_change",
+        });
+      ignored.push(f);
+    } else if (/(^|\/)(Makefile|Kbuild|Kconfig[^/]*)$/.test(f)) {
+      throw new UserError(`${f} changes the build configuration: not supported in a live update`, {
+        code: "unsupported_change",
+      });
+    } else ignored.push(f);
+  }
+  if (objects.size === 0)
+    throw new UserError(
+      `the patch changes nothing that is compiled into this kernel (${ignored.join(", ")})`,
+      { code: "not_compiled" },
+    );
+  if (objects.size > 64)
+    throw new UserError(
+      `the patch affects ${objects.size} objects (a widely included header?): too many for one update`,
+      { code: "unsupported_change" },
+    );
+  return [...objects].sort();
 }

@@ -6,13 +6,15 @@ import { accessSync, constants } from "node:fs";
 import { release } from "node:os";
 import { join } from "node:path";
 import { readJson, writeJsonAtomic } from "./cache.js";
-import type { LabPaths } from "./prepare.js";
 
 /** Accel is a QEMU accelerator the lab knows how to use. */
 export type Accel = "kvm" | "tcg";
 
 /** How long a KVM probe guest may take to reach its agent (a working KVM boots in ~1 s). */
-const PROBE_TIMEOUT_MS = 8000;
+export const PROBE_TIMEOUT_MS = 8000;
+
+/** KvmProbe boots a guest under KVM and says whether it reached its agent (vm.ts provides it). */
+export type KvmProbe = () => Promise<{ ok: boolean; detail: string }>;
 
 interface ProbeRecord {
   hostRelease: string;
@@ -23,9 +25,9 @@ interface ProbeRecord {
 /** chooseAccel returns the accelerator to use: $KSPLICE_LAB_ACCEL, else the cached or fresh probe result. */
 export async function chooseAccel(
   labDir: string,
-  paths: LabPaths,
   env: NodeJS.ProcessEnv,
   log: (l: string) => void,
+  probe: KvmProbe,
 ): Promise<Accel> {
   const forced = env["KSPLICE_LAB_ACCEL"];
   if (forced === "kvm" || forced === "tcg") return forced;
@@ -38,18 +40,8 @@ export async function chooseAccel(
   const record = readJson<ProbeRecord>(recordPath);
   if (record && record.hostRelease === release()) return record.accel;
   log(`probing whether KVM works here (once; the result is kept in ${recordPath})`);
-  const { LabVM } = await import("./vm.js");
-  let accel: Accel = "tcg";
-  let detail: string;
-  try {
-    const vm = await LabVM.boot({ paths, accel: "kvm", bootTimeoutMs: PROBE_TIMEOUT_MS, env });
-    const res = await vm.exec(["true"], { timeoutMs: PROBE_TIMEOUT_MS });
-    await vm.shutdown();
-    accel = res.code === 0 ? "kvm" : "tcg";
-    detail = `KVM guest reached its agent in ${vm.bootMs} ms`;
-  } catch (err) {
-    detail = `KVM guest failed: ${(err as Error).message.split("\n")[0]}`;
-  }
+  const { ok, detail } = await probe();
+  const accel: Accel = ok ? "kvm" : "tcg";
   log(`${detail}; using ${accel}`);
   writeJsonAtomic(recordPath, { hostRelease: release(), accel, detail } satisfies ProbeRecord);
   return accel;

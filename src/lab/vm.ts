@@ -9,7 +9,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../errors.js";
-import { type Accel, chooseAccel } from "./accel.js";
+import { type Accel, chooseAccel, PROBE_TIMEOUT_MS } from "./accel.js";
 import { cacheRoot, labRoot } from "./cache.js";
 import { baseInitramfs, buildInitrd } from "./initramfs.js";
 import { type LabPaths, prepareLab } from "./prepare.js";
@@ -107,7 +107,10 @@ export class LabVM {
     const log = opts.log ?? (() => {});
     const paths = opts.paths ?? (await prepareLab({ cacheDir: opts.cacheDir, env, log }));
     const lab = labRoot(opts.cacheDir ?? cacheRoot(env));
-    const accel = opts.accel && opts.accel !== "auto" ? opts.accel : await chooseAccel(lab, paths, env, log);
+    const accel =
+      opts.accel && opts.accel !== "auto"
+        ? opts.accel
+        : await chooseAccel(lab, env, log, () => probeKvm(paths, env));
     const base = baseInitramfs(lab, log);
     const dir = mkdtempSync(join(tmpdir(), "ksplice-lab-"));
     const watchdogSeconds = 30;
@@ -454,5 +457,17 @@ export async function withLab<T>(fn: (vm: LabVM) => Promise<T>, opts: BootOption
     return await fn(vm);
   } finally {
     await vm.shutdown();
+  }
+}
+
+/** probeKvm boots a guest under KVM and says whether it reached its agent in time. */
+async function probeKvm(paths: LabPaths, env: NodeJS.ProcessEnv): Promise<{ ok: boolean; detail: string }> {
+  try {
+    const vm = await LabVM.boot({ paths, accel: "kvm", bootTimeoutMs: PROBE_TIMEOUT_MS, env });
+    const res = await vm.exec(["true"], { timeoutMs: PROBE_TIMEOUT_MS });
+    await vm.shutdown();
+    return { ok: res.code === 0, detail: `KVM guest reached its agent in ${vm.bootMs} ms` };
+  } catch (err) {
+    return { ok: false, detail: `KVM guest failed: ${(err as Error).message.split("\n")[0]}` };
   }
 }

@@ -14,7 +14,7 @@ import { ElfFile } from "../elf/reader.js";
 import { UserError } from "../errors.js";
 import { BuildView, SECTION_FLAGS } from "../kbuild/build.js";
 import { changedLines, codeLines } from "../kbuild/lines.js";
-import { dependentsFromCmdFiles, ObjectMap, objectFor, sourcesIncluding } from "../kbuild/objects.js";
+import { pickObjects } from "../kbuild/objects.js";
 import { parsePatch } from "../kbuild/patch.js";
 import { type KernelTree, openTree } from "../kbuild/tree.js";
 import {
@@ -25,7 +25,7 @@ import {
   packageDirName,
   packageFileName,
 } from "../package/id.js";
-import { kernelIdentity } from "../package/identity.js";
+import { type KernelIdentity, kernelIdentity } from "../package/identity.js";
 import { FORMAT_VERSION, type Manifest } from "../package/manifest.js";
 import { writePackage } from "../package/package.js";
 import { classify, type Ignored, type ObjectPlan, type Refusal } from "./classify.js";
@@ -84,217 +84,292 @@ function findHeaders(tree: KernelTree, given?: string): string {
   );
 }
 
-/** createUpdate runs the whole pipeline and returns the package path. */
+/** Patch is one patch file of the run: applied (already live) or fresh (this update's). */
+interface Patch {
+  file: string;
+  name: string;
+  text: string;
+  applied: boolean;
+  files: ReturnType<typeof parsePatch>;
+}
+
+/** Extracted is one object's extraction with the manifest targets it replaces. */
+type Extracted = { plan: ObjectPlan; ext: ReturnType<typeof extractPlan> };
+
+/** Run is what one create's passes share: its inputs, the tree, the work directory, the build views. */
+class Run {
+  readonly views: BuildView[] = [];
+  constructor(
+    readonly timings: CreateResult["timings"],
+    readonly o: CreateOptions,
+    readonly id: string,
+    readonly tree: KernelTree,
+    readonly patches: Patch[],
+    readonly objects: string[],
+    readonly work: string,
+  ) {}
+
+  get fresh(): Patch[] {
+    return this.patches.filter((p) => !p.applied);
+  }
+
+  /** load parses one built object of a build (pre, prefs, post). */
+  load(build: string, obj: string): ElfFile {
+    return ElfFile.parse(readFileSync(join(this.work, build, obj)), `${build}/${obj}`);
+  }
+
+  /** copyOut copies the objects built in a view to work/DIR. */
+  copyOut(v: BuildView, build: string): void {
+    for (const obj of this.objects) v.copyOut(obj, join(this.work, build, obj));
+  }
+}
+
+/** timed runs one pass, logging its name and recording how long it took. */
+async function timed<T>(
+  timings: CreateResult["timings"],
+  log: (l: string) => void,
+  name: string,
+  fn: () => T | Promise<T>,
+): Promise<T> {
+  const t0 = performance.now();
+  log(`${name}...`);
+  try {
+    return await fn();
+  } finally {
+    timings.push({ pass: name, ms: Math.round(performance.now() - t0) });
+  }
+}
+
+/** Pass: read the patch files (fresh ones and those already applied by earlier updates). */
+function readPatches(o: CreateOptions): Patch[] {
+  const all = [
+    ...o.applied.map((f) => ({ f, applied: true })),
+    ...o.patches.map((f) => ({ f, applied: false })),
+  ];
+  return all.map(({ f, applied }) => {
+    let text: string;
+    try {
+      text = readFileSync(f, "utf8");
+    } catch (e) {
+      throw new UserError(`cannot read patch ${f}: ${(e as Error).message}`, { code: "bad_patch" });
+    }
+    return { file: resolve(f), name: basename(f), text, applied, files: parsePatch(text, f) };
+  });
+}
+
+/** Pass: the first build view, with the applied patches in and the fresh ones checked to apply. */
+function openPreView(run: Run): BuildView {
+  const v = BuildView.open(run.tree, run.o.log);
+  run.views.push(v);
+  // Patches with hooks include it; nothing in the kernel does, so the pre builds are unchanged.
+  v.writeFile("include/linux/ksplice-patch.h", KSPLICE_PATCH_H);
+  for (const p of run.patches.filter((x) => x.applied)) v.applyPatch(p.file, p.name);
+  for (const p of run.fresh) v.checkPatch(p.file, p.name); // refuse a patch that does not apply before building
+  return v;
+}
+
+/** Pass: the pre objects as the kernel's own build makes them (what run-pre matches). */
+async function buildPre(run: Run, pre: BuildView): Promise<void> {
+  await pre.make(run.objects, "", run.o.signal);
+  run.copyOut(pre, "pre");
+}
+
+/** Pass: the diffed builds, unpatched and patched, at once in two views, with kbuild's commands. */
+async function buildDiffed(run: Run, pre: BuildView): Promise<void> {
+  const post = BuildView.open(run.tree, run.o.log, pre);
+  run.views.push(post);
+  for (const p of run.fresh) post.applyPatch(p.file, p.name);
+  for (const v of [pre, post]) v.overrideJumpLabels();
+  const { objects, o } = run;
+  await Promise.all([
+    pre.compile(objects, SECTION_FLAGS, o.signal, 1).then(() => run.copyOut(pre, "prefs")),
+    post
+      .compile(objects, SECTION_FLAGS, o.signal, 1)
+      .catch((e) => {
+        // The same objects built without the patch: the patched source is at fault.
+        if (e instanceof UserError && e.code === "build_failed")
+          throw new UserError(
+            `the patched source does not compile. A fix that also changes a header or another file must carry that change too.\n${e.message}`,
+            { code: "does_not_compile" },
+          );
+        throw e;
+      })
+      .then(() => run.copyOut(post, "post")),
+  ]);
+}
+
+/** Pass: diff and classify each object; the objects whose change reaches running code. */
+async function diffAndClassify(run: Run): Promise<{ useful: ObjectPlan[]; ignored: Ignored[] }> {
+  const memoryHotplug = run.tree.config.get("CONFIG_MEMORY_HOTPLUG") === "y";
+  const plans = run.objects.map((obj) =>
+    classify(obj, diffObjects(run.load("prefs", obj), run.load("post", obj)), { memoryHotplug }),
+  );
+  const refusals = plans.flatMap((p) => p.refusals);
+  if (refusals.length) throw refusalError(refusals);
+  const ignored = plans.flatMap((p) => p.ignored);
+  const useful = plans.filter((p) => p.replaced.length || p.added.length || p.addedData.length);
+  if (useful.length === 0) {
+    const why = await whyNoChange(run.views[0], run.views[1], run.objects, run.fresh, ignored, run.o.signal);
+    throw new UserError(
+      `the patch changes nothing in the running kernel's code (${run.objects.join(", ")}): ${why}; nothing to do`,
+      { code: "no_change" },
+    );
+  }
+  for (const i of ignored) run.o.log(`left out: ${i.object}: ${i.symbol}: ${i.reason}`);
+  for (const p of plans) for (const n of p.notes) run.o.log(`${p.object}: ${n}`);
+  return { useful, ignored };
+}
+
+/** Pass: extract each object's replacement code; refuse what extraction cannot carry. */
+function extractAll(run: Run, useful: ObjectPlan[], exports: Map<string, string>): Extracted[] {
+  const usedNames = new Set<string>();
+  // Globals new in one object may be called from another object of the update.
+  const updateGlobals = new Set(
+    useful.flatMap((p) => [...p.added, ...p.addedData].filter((u) => u.global).map((u) => u.name)),
+  );
+  const extracted = useful.map((plan) => ({
+    plan,
+    ext: extractPlan(plan, exports, updateGlobals, usedNames, run.load("pre", plan.object)),
+  }));
+  const refusals = extracted.flatMap((e) => e.ext.extraction.refusals);
+  if (refusals.length) throw refusalError(refusals);
+  // After extraction, whose refusals say more (new entries of a kernel table, say).
+  if (useful.every((p) => p.replaced.length === 0 && p.hooks.length === 0)) {
+    const added = useful.flatMap((p) =>
+      [...p.added, ...p.addedData].map((u) => `${u.name} (${u.section.name})`),
+    );
+    throw new UserError(
+      `the patch only adds code or data that nothing in the running kernel uses: ${added.join(", ")}; nothing to replace`,
+      { code: "no_change" },
+    );
+  }
+  return extracted;
+}
+
+/** Pass: link the extracted objects into the update module against the kernel's headers. */
+function buildModule(
+  run: Run,
+  extracted: Extracted[],
+  description: string,
+  headersDir: string,
+  exports: Map<string, string>,
+): Promise<string> {
+  const namespaces = new Set(
+    extracted.flatMap((e) => e.ext.extraction.imports.map((n) => exports.get(n) ?? "")),
+  );
+  return buildUpdateModule({
+    id: run.id,
+    description,
+    headersDir,
+    makeArgs: [`CC=${run.tree.cc}`],
+    dir: join(run.work, "module"),
+    objects: extracted.map((e) => e.ext.extraction.bytes),
+    namespaces: [...namespaces].filter(Boolean).sort(),
+    signal: run.o.signal,
+  });
+}
+
+/** manifestFor describes the package's contents; `files` are already in it. */
+function manifestFor(
+  run: Run,
+  extracted: Extracted[],
+  meta: { description: string; identity: KernelIdentity; ignored: Ignored[]; core: boolean; modFile: string },
+  files: Array<{ path: string; bytes: Uint8Array }>,
+): Manifest {
+  const { id, patches } = run;
+  const each = <T>(f: (e: Extracted) => T[]) => extracted.flatMap(f);
+  return {
+    format: "ksplice-update",
+    formatVersion: FORMAT_VERSION,
+    id,
+    description: meta.description,
+    createdAt: new Date().toISOString(),
+    tool: "ksplice 0.1.0",
+    kernel: meta.identity,
+    patches: run.fresh.map((p) => ({ name: p.name, sha256: sha256(p.text), text: p.text })),
+    applied: patches.filter((p) => p.applied).map((p) => ({ name: p.name, sha256: sha256(p.text) })),
+    module: { name: moduleName(id), file: meta.modFile },
+    core: meta.core ? { file: "ksplice.ko" } : null,
+    objects: extracted.map((e) => ({ path: e.plan.object, pre: `pre/${e.plan.object}` })),
+    targets: each((e) => e.ext.targets),
+    newFunctions: each((e) =>
+      e.ext.extraction.functions
+        .filter((f) => !f.replaces)
+        .map((f) => ({ name: f.name, object: e.plan.object, section: f.section, size: f.size })),
+    ),
+    newData: each((e) => e.ext.extraction.data.map((d) => ({ ...d, object: e.plan.object }))),
+    relocations: each((e) => e.ext.extraction.relocs),
+    ignored: meta.ignored,
+    hooks: each((e) =>
+      e.plan.hooks.map((h) => {
+        const f = e.ext.extraction.functions.find((x) => x.name === h.fn.name)!;
+        return { kind: h.kind, symbol: h.fn.name, section: f.section, offset: h.fn.start };
+      }),
+    ),
+    files: files.map((f) => ({ path: f.path, sha256: sha256(f.bytes), size: f.bytes.length })),
+  };
+}
+
+/** Pass: write ksplice-ID.tar.gz: the update module, the core, the pre objects, the patches, the manifest. */
+async function writeUpdatePackage(
+  run: Run,
+  extracted: Extracted[],
+  built: { ko: string; core?: string },
+  meta: { description: string; identity: KernelIdentity; ignored: Ignored[] },
+): Promise<{ manifest: Manifest; path: string }> {
+  const modFile = `${moduleName(run.id)}.ko`;
+  const files: Array<{ path: string; bytes: Uint8Array }> = [
+    { path: modFile, bytes: readFileSync(built.ko) },
+  ];
+  if (built.core) files.push({ path: "ksplice.ko", bytes: readFileSync(built.core) });
+  for (const e of extracted)
+    files.push({ path: `pre/${e.plan.object}`, bytes: readFileSync(join(run.work, "pre", e.plan.object)) });
+  for (const [i, p] of run.patches.entries())
+    files.push({ path: `patches/${String(i).padStart(2, "0")}-${p.name}`, bytes: Buffer.from(p.text) });
+  const manifest = manifestFor(run, extracted, { ...meta, core: built.core !== undefined, modFile }, files);
+  const path = join(resolve(run.o.outputDir), packageFileName(run.id));
+  mkdirSync(dirname(path), { recursive: true });
+  await writePackage(path, packageDirName(run.id), manifest, files);
+  return { manifest, path };
+}
+
+/** createUpdate runs the whole pipeline, pass by pass, and returns the package made. */
 export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
   const timings: CreateResult["timings"] = [];
-  const pass = async <T>(name: string, fn: () => T | Promise<T>): Promise<T> => {
-    const t0 = performance.now();
-    o.log(`${name}...`);
-    try {
-      return await fn();
-    } finally {
-      timings.push({ pass: name, ms: Math.round(performance.now() - t0) });
-    }
-  };
+  const pass = <T>(name: string, fn: () => T | Promise<T>) => timed(timings, o.log, name, fn);
   const id = o.id ?? newId();
-  if (!isValidId(id))
-    throw new UserError(`update id '${id}' must be ${ID_RULE_TEXT}`, {
-      code: "usage",
-    });
+  if (!isValidId(id)) throw new UserError(`update id '${id}' must be ${ID_RULE_TEXT}`, { code: "usage" });
 
   const tree = await pass("check tree", () => openTree(resolve(o.src)));
   const headersDir = findHeaders(tree, o.headersDir);
   const identity = kernelIdentity(tree.release, o.vmlinux ?? tree.vmlinux);
-
-  const patches = await pass("read patches", () =>
-    [...o.applied.map((f) => ({ f, applied: true })), ...o.patches.map((f) => ({ f, applied: false }))].map(
-      ({ f, applied }) => {
-        let text: string;
-        try {
-          text = readFileSync(f, "utf8");
-        } catch (e) {
-          throw new UserError(`cannot read patch ${f}: ${(e as Error).message}`, { code: "bad_patch" });
-        }
-        return { file: resolve(f), name: basename(f), text, applied, files: parsePatch(text, f) };
-      },
-    ),
-  );
-
-  const objects = await pass("pick objects", () =>
-    pickObjects(
-      tree.dir,
-      tree.config,
-      patches.filter((p) => !p.applied).flatMap((p) => p.files.map((x) => x.path)),
-    ),
-  );
+  const patches = await pass("read patches", () => readPatches(o));
+  const changed = patches.filter((p) => !p.applied).flatMap((p) => p.files.map((x) => x.path));
+  const objects = await pass("pick objects", () => pickObjects(tree.dir, tree.config, changed));
 
   const work = mkdtempSync(join(tmpdir(), `ksplice-create-${id}-`));
-  const views: BuildView[] = [];
+  const run = new Run(timings, o, id, tree, patches, objects, work);
   try {
-    const fresh = patches.filter((x) => !x.applied);
-    const pre = await pass("open build view", () => {
-      const v = BuildView.open(tree, o.log);
-      views.push(v);
-      // Patches with hooks include it; nothing in the kernel does, so the pre builds are unchanged.
-      v.writeFile("include/linux/ksplice-patch.h", KSPLICE_PATCH_H);
-      for (const p of patches.filter((x) => x.applied)) v.applyPatch(p.file, p.name);
-      for (const p of fresh) v.checkPatch(p.file, p.name); // refuse a patch that does not apply before building
-      return v;
-    });
-    const copy = (v: BuildView, dir: string) => {
-      for (const obj of objects) v.copyOut(obj, join(work, dir, obj));
-    };
-    await pass("build pre", async () => {
-      await pre.make(objects, "", o.signal);
-      copy(pre, "pre");
-    });
-    // The diffed builds, unpatched and patched, at once in two views, with kbuild's commands.
-    await pass("build pre and post (sections)", async () => {
-      const post = BuildView.open(tree, o.log, pre);
-      views.push(post);
-      for (const p of fresh) post.applyPatch(p.file, p.name);
-      for (const v of [pre, post]) v.overrideJumpLabels();
-      await Promise.all([
-        pre.compile(objects, SECTION_FLAGS, o.signal, 1).then(() => copy(pre, "prefs")),
-        post
-          .compile(objects, SECTION_FLAGS, o.signal, 1)
-          .catch((e) => {
-            // The same objects built without the patch: the patched source is at fault.
-            if (e instanceof UserError && e.code === "build_failed")
-              throw new UserError(
-                `the patched source does not compile. A fix that also changes a header or another file must carry that change too.\n${e.message}`,
-                { code: "does_not_compile" },
-              );
-            throw e;
-          })
-          .then(() => copy(post, "post")),
-      ]);
-    });
-
-    const load = (dir: string, obj: string) => {
-      const path = join(work, dir, obj);
-      return ElfFile.parse(readFileSync(path), `${dir}/${obj}`);
-    };
-    const plans = await pass("diff", () =>
-      objects.map((obj) =>
-        classify(obj, diffObjects(load("prefs", obj), load("post", obj)), {
-          memoryHotplug: tree.config.get("CONFIG_MEMORY_HOTPLUG") === "y",
-        }),
-      ),
-    );
-    const refusals: Refusal[] = plans.flatMap((p) => p.refusals);
-    if (refusals.length) throw refusalError(refusals);
-    const ignored = plans.flatMap((p) => p.ignored);
-    const useful = plans.filter((p) => p.replaced.length || p.added.length || p.addedData.length);
-    if (useful.length === 0) {
-      const why = await whyNoChange(views[0], views[1], objects, fresh, ignored, o.signal);
-      throw new UserError(
-        `the patch changes nothing in the running kernel's code (${objects.join(", ")}): ${why}; nothing to do`,
-        { code: "no_change" },
-      );
-    }
-    for (const v of views.splice(0)) v.close();
-    for (const i of ignored) o.log(`left out: ${i.object}: ${i.symbol}: ${i.reason}`);
-    for (const p of plans) for (const n of p.notes) o.log(`${p.object}: ${n}`);
+    const pre = await pass("open build view", () => openPreView(run));
+    await pass("build pre", () => buildPre(run, pre));
+    await pass("build pre and post (sections)", () => buildDiffed(run, pre));
+    const { useful, ignored } = await pass("diff", () => diffAndClassify(run));
+    for (const v of run.views.splice(0)) v.close();
     const exports = loadExports(join(headersDir, "Module.symvers"));
-    const usedNames = new Set<string>();
-    // Globals new in one object may be called from another object of the update.
-    const updateGlobals = new Set(
-      useful.flatMap((p) => [...p.added, ...p.addedData].filter((u) => u.global).map((u) => u.name)),
-    );
-    const extracted = await pass("extract", () =>
-      useful.map((plan) => ({
-        plan,
-        ext: extractPlan(plan, exports, updateGlobals, usedNames, load("pre", plan.object)),
-      })),
-    );
-    const extractRefusals = extracted.flatMap((e) => e.ext.extraction.refusals);
-    if (extractRefusals.length) throw refusalError(extractRefusals);
-    // After extraction, whose refusals say more (new entries of a kernel table, say).
-    if (useful.every((p) => p.replaced.length === 0 && p.hooks.length === 0)) {
-      const added = useful.flatMap((p) =>
-        [...p.added, ...p.addedData].map((u) => `${u.name} (${u.section.name})`),
-      );
-      throw new UserError(
-        `the patch only adds code or data that nothing in the running kernel uses: ${added.join(", ")}; nothing to replace`,
-        { code: "no_change" },
-      );
-    }
-
-    const description = o.description ?? describePatches(patches.filter((p) => !p.applied));
-    const pkgDir = join(work, packageDirName(id));
-    mkdirSync(pkgDir);
+    const extracted = await pass("extract", () => extractAll(run, useful, exports));
+    const description = o.description ?? describePatches(run.fresh);
     const ko = await pass("build module", () =>
-      buildUpdateModule({
-        id,
-        description,
-        headersDir,
-        makeArgs: [`CC=${tree.cc}`],
-        dir: join(work, "module"),
-        objects: extracted.map((e) => e.ext.extraction.bytes),
-        namespaces: [
-          ...new Set(extracted.flatMap((e) => e.ext.extraction.imports.map((n) => exports.get(n) ?? ""))),
-        ]
-          .filter(Boolean)
-          .sort(),
-        signal: o.signal,
-      }),
+      buildModule(run, extracted, description, headersDir, exports),
     );
     const core = o.coreModule
       ? await pass("build core module", () => o.coreModule!(headersDir, join(work, "core")))
       : undefined;
-
-    const manifest = await pass("package", async () => {
-      const files: Array<{ path: string; bytes: Uint8Array }> = [];
-      const modFile = `${moduleName(id)}.ko`;
-      files.push({ path: modFile, bytes: readFileSync(ko) });
-      if (core) files.push({ path: "ksplice.ko", bytes: readFileSync(core) });
-      for (const e of extracted)
-        files.push({ path: `pre/${e.plan.object}`, bytes: readFileSync(join(work, "pre", e.plan.object)) });
-      for (const [i, p] of patches.entries())
-        files.push({ path: `patches/${String(i).padStart(2, "0")}-${p.name}`, bytes: Buffer.from(p.text) });
-      const m: Manifest = {
-        format: "ksplice-update",
-        formatVersion: FORMAT_VERSION,
-        id,
-        description,
-        createdAt: new Date().toISOString(),
-        tool: "ksplice 0.1.0",
-        kernel: identity,
-        patches: patches
-          .filter((p) => !p.applied)
-          .map((p) => ({ name: p.name, sha256: sha256(p.text), text: p.text })),
-        applied: patches.filter((p) => p.applied).map((p) => ({ name: p.name, sha256: sha256(p.text) })),
-        module: { name: moduleName(id), file: modFile },
-        core: core ? { file: "ksplice.ko" } : null,
-        objects: extracted.map((e) => ({ path: e.plan.object, pre: `pre/${e.plan.object}` })),
-        targets: extracted.flatMap((e) => e.ext.targets),
-        newFunctions: extracted.flatMap((e) =>
-          e.ext.extraction.functions
-            .filter((f) => !f.replaces)
-            .map((f) => ({ name: f.name, object: e.plan.object, section: f.section, size: f.size })),
-        ),
-        newData: extracted.flatMap((e) =>
-          e.ext.extraction.data.map((d) => ({ ...d, object: e.plan.object })),
-        ),
-        relocations: extracted.flatMap((e) => e.ext.extraction.relocs),
-        ignored,
-        hooks: extracted.flatMap((e) =>
-          e.plan.hooks.map((h) => {
-            const f = e.ext.extraction.functions.find((x) => x.name === h.fn.name)!;
-            return { kind: h.kind, symbol: h.fn.name, section: f.section, offset: h.fn.start };
-          }),
-        ),
-        files: files.map((f) => ({ path: f.path, sha256: sha256(f.bytes), size: f.bytes.length })),
-      };
-      const out = join(resolve(o.outputDir), packageFileName(id));
-      mkdirSync(dirname(out), { recursive: true });
-      await writePackage(out, packageDirName(id), m, files);
-      return { m, out };
-    });
-    return { id, path: manifest.out, manifest: manifest.m, timings };
+    const out = await pass("package", () =>
+      writeUpdatePackage(run, extracted, { ko, core }, { description, identity, ignored }),
+    );
+    return { id, path: out.path, manifest: out.manifest, timings };
   } finally {
-    for (const v of views) v.close();
+    for (const v of run.views) v.close();
     rmSync(work, { recursive: true, force: true });
   }
 }
@@ -335,62 +410,6 @@ function refusalError(refusals: Refusal[]): UserError {
 function describePatches(ps: Array<{ name: string; text: string }>): string {
   const subjects = ps.map((p) => /^Subject:\s*(?:\[[^\]]*\]\s*)?(.+)$/m.exec(p.text)?.[1]?.trim() ?? p.name);
   return subjects.join("; ");
-}
-
-/** pickObjects maps changed files to the built-in objects to compile, refusing what cannot be patched. */
-export function pickObjects(
-  root: string,
-  config: import("../kbuild/tree.js").KernelConfig,
-  files: string[],
-): string[] {
-  const map = new ObjectMap(root, config);
-  const objects = new Set<string>();
-  const ignored: string[] = [];
-  for (const f of files) {
-    if (f.endsWith(".c")) {
-      const objs = map.objectsOf(f);
-      for (const o of objs) if (o.state === "y") objects.add(o.object);
-      if (objs.some((o) => o.state === "m") && !objs.some((o) => o.state === "y"))
-        throw new UserError(
-          `${f} is built as a loadable module (=m in .config); patching modules is not supported yet`,
-          { code: "module_patch" },
-        );
-      if (!objs.some((o) => o.state === "y")) ignored.push(f);
-    } else if (f.endsWith(".h")) {
-      const deps =
-        dependentsFromCmdFiles(root, f) ??
-        sourcesIncluding(root, f)
-          .filter((c) => map.sourceState(c) === "y")
-          .map(objectFor);
-      for (const d of deps) objects.add(d);
-      if (deps.length === 0) ignored.push(f);
-    } else if (/\.(S|s)$/.test(f)) {
-      const st = map.sourceState(f.replace(/\.[Ss]$/, ".c"));
-      if (
-        map.objectState(dirname(f) === "." ? "" : dirname(f), basename(f).replace(/\.[Ss]$/, ".o")) !== "n" ||
-        st !== "n"
-      )
-        throw new UserError(`${f} is an assembly file: changes to assembly code are not supported`, {
-          code: "unsupported_change",
-        });
-      ignored.push(f);
-    } else if (/(^|\/)(Makefile|Kbuild|Kconfig[^/]*)$/.test(f)) {
-      throw new UserError(`${f} changes the build configuration: not supported in a live update`, {
-        code: "unsupported_change",
-      });
-    } else ignored.push(f);
-  }
-  if (objects.size === 0)
-    throw new UserError(
-      `the patch changes nothing that is compiled into this kernel (${ignored.join(", ")})`,
-      { code: "not_compiled" },
-    );
-  if (objects.size > 64)
-    throw new UserError(
-      `the patch affects ${objects.size} objects (a widely included header?): too many for one update`,
-      { code: "unsupported_change" },
-    );
-  return [...objects].sort();
 }
 
 /** extractPlan extracts one object's replacement code and describes its targets. */

@@ -6,8 +6,8 @@ import { readFileSync } from "node:fs";
 import { before, test } from "node:test";
 import { SHT } from "../../src/elf/constants.js";
 import { ElfFile, ElfFormatError } from "../../src/elf/reader.js";
-import { extractSections } from "../../src/elf/writer.js";
 import { tempDir } from "../helpers/compile.js";
+import { extractSections } from "../helpers/copy-sections.js";
 import { buildElfFixtures } from "../helpers/elf-fixtures.js";
 import { walkElfEach } from "./walk.js";
 

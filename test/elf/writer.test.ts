@@ -7,8 +7,9 @@ import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { R_X86_64, relocTypeName, SHF, SHN, SHT, STB, STT } from "../../src/elf/constants.js";
 import { ElfFile, type ElfSymbol } from "../../src/elf/reader.js";
-import { copySections, ElfWriteError, extractSections, ObjectWriter } from "../../src/elf/writer.js";
+import { ElfWriteError, ObjectWriter } from "../../src/elf/writer.js";
 import { compileC, run, tempDir } from "../helpers/compile.js";
+import { copySections, extractSections } from "../helpers/copy-sections.js";
 import { buildElfFixtures, type ElfFixtures, MAIN_C } from "../helpers/elf-fixtures.js";
 import { readelfSections, readelfSymbols } from "./readelf.js";
 

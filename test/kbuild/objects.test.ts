@@ -6,8 +6,9 @@ import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
+import { UserError } from "../../src/errors.js";
 import { MakeEval } from "../../src/kbuild/make.js";
-import { evalMakefile, ObjectMap } from "../../src/kbuild/objects.js";
+import { evalMakefile, ObjectMap, pickObjects } from "../../src/kbuild/objects.js";
 import { tempDir } from "../helpers/compile.js";
 
 const config = new Map([
@@ -170,4 +171,38 @@ test("dirState follows the root Kbuild, arch/x86/Makefile and each parent", () =
   assert.equal(map.dirState("arch/x86/mm"), "y");
   assert.equal(map.dirState("security/selinux/ss"), "n", "no Makefile: its objects belong to selinux/");
   assert.equal(map.dirState("samples"), "n");
+});
+
+test("pickObjects: the built-in objects a patch's files touch, and the refusals", () => {
+  const root = fakeTree();
+  writeFileSync(join(root, "kernel/sys.h"), "");
+  writeFileSync(join(root, "kernel/sys.c"), '#include "sys.h"\n');
+  const pick = (...files: string[]) => pickObjects(root, config, files);
+  assert.deepEqual(pick("kernel/sys.c", "kernel/sched/cpufreq_schedutil.c"), [
+    "kernel/sched/build_utility.o",
+    "kernel/sys.o",
+  ]);
+  // A header: the built-in objects whose sources include it.
+  assert.deepEqual(pick("kernel/sys.h"), ["kernel/sys.o"]);
+  // Documentation and files the configuration leaves out are ignored next to real changes.
+  assert.deepEqual(pick("kernel/sys.c", "Documentation/x.rst", "samples/s.c"), ["kernel/sys.o"]);
+  const refused = (files: string[], code: string, re: RegExp) =>
+    assert.throws(
+      () => pick(...files),
+      (e: unknown) => e instanceof UserError && e.code === code && re.test(e.message),
+    );
+  refused(
+    ["drivers/overlay/super.c"],
+    "module_patch",
+    /drivers\/overlay\/super\.c is built as a loadable module/,
+  );
+  refused(
+    ["samples/s.c"],
+    "not_compiled",
+    /changes nothing that is compiled into this kernel \(samples\/s\.c\)/,
+  );
+  refused(["kernel/Makefile"], "unsupported_change", /kernel\/Makefile changes the build configuration/);
+  writeFileSync(join(root, "kernel/entry.S"), "");
+  writeFileSync(join(root, "kernel/Makefile"), "obj-y += sys.o sched/ bpf/ entry.o\n");
+  refused(["kernel/entry.S"], "unsupported_change", /kernel\/entry\.S is an assembly file/);
 });
