@@ -25,19 +25,30 @@ import { cacheRoot, type LabVM, prepareLab, withLab } from "../src/lab/index.js"
 import { createUpdate } from "../src/update/create.js";
 import { max, median, noteOtherGuests, secs, table } from "./common.js";
 
-const { values: args } = parseArgs({
-  options: {
-    sample: { type: "string" },
-    subsystem: { type: "string", multiple: true },
-    file: { type: "string", multiple: true },
-    "no-lab": { type: "boolean" },
-    batch: { type: "string", default: "20" },
-    json: { type: "string" },
-    jobs: { type: "string", default: "1" },
-    version: { type: "string" },
-    only: { type: "string" },
-  },
-});
+const usage = `usage: npm run bench:coverage -- [--sample N] [--subsystem DIR]... [--file PATH]...
+       [--only builtin|modules] [--no-lab] [--batch N] [--jobs N] [--json FILE] [--version DEBIAN-VERSION]`;
+
+function parseOptions() {
+  try {
+    return parseArgs({ options: OPTIONS });
+  } catch (e) {
+    console.error(`bench:coverage: ${(e as Error).message}\n${usage}`);
+    process.exit(2);
+  }
+}
+
+const OPTIONS = {
+  sample: { type: "string" },
+  subsystem: { type: "string", multiple: true },
+  file: { type: "string", multiple: true },
+  "no-lab": { type: "boolean" },
+  batch: { type: "string", default: "20" },
+  json: { type: "string" },
+  jobs: { type: "string", default: "1" },
+  version: { type: "string" },
+  only: { type: "string" },
+} as const;
+const { values: args } = parseOptions();
 
 type Outcome = "pass" | "refused" | "alone" | "busy" | "fail";
 

@@ -1,3 +1,5 @@
+// Folder src/cli: thin verbs over the stages. Nothing outside src/cli imports it.
+//
 // Entry point of the `ksplice` command: dispatches to one short file per verb and turns
 // errors into exit codes (0 ok, 1 failure, 2 usage). Domain logic lives below src/cli.
 import { basename } from "node:path";

@@ -1,3 +1,6 @@
+// Folder src/diff: units of an object, the correlation funnel, comparison modulo relocations.
+// Imports only src/elf, src/x86 and src/collections; knows nothing of kernels, builds or packages.
+//
 // `diff` engine: compares two builds of one source file, function by function and object by
 // object, modulo relocations. Used by `ksplice diff` and by `ksplice create`.
 import type { ElfFile } from "../elf/reader.js";

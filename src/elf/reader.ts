@@ -1,3 +1,6 @@
+// Folder src/elf: the ELF64 x86-64 format (constants and name tables, reader, writer) and the
+// kernel's special sections' entry layouts. Imports nothing of the project but src/errors.
+//
 // Reader for ELF64 little-endian x86-64 files: relocatable objects, executables (vmlinux)
 // and core files (/proc/kcore). Every structural problem is an ElfFormatError naming the
 // file and the byte offset; no read goes out of range. Headers are parsed eagerly, section

@@ -1,3 +1,8 @@
+// Folder src/kbuild: the kernel source tree and its build: the prepared tree (here), patch
+// parsing, the object map (which objects a change touches), builds in overlay views, module
+// builds against headers. Imports only src/errors, src/files and src/proc: not the package,
+// the running kernel or the lab.
+//
 // A prepared kernel source tree: checks that it is configured and prepared (as `ksplice lab
 // prepare` leaves it), reads its config and release, and checks the compiler is the one the
 // kernel was built with (CONFIG_CC_VERSION_TEXT). Nothing here writes to the tree but

@@ -11,6 +11,7 @@ import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { UserError } from "../errors.js";
 import { writeFileAtomic } from "../files.js";
 import { ObjectMap, type SourceObject } from "../kbuild/objects.js";
 import { parseConfig } from "../kbuild/tree.js";
@@ -63,7 +64,10 @@ export async function newestSourceVersion(lab: LabPaths, prefer?: string): Promi
   if (prefer && versions.includes(prefer)) return prefer;
   const newest = versions.at(-1);
   if (!newest || compareDebVersions(newest, lab.debianVersion) <= 0)
-    throw new Error(`the registry has no ${name} newer than the lab's ${lab.debianVersion}`);
+    throw new UserError(
+      `the registry has no ${name} newer than the lab's ${lab.debianVersion}: run 'apt-get update', or pass --version`,
+      { code: "lab_missing_version" },
+    );
   return newest;
 }
 
@@ -104,7 +108,10 @@ export async function prepareCorpus(
     });
   }
   const index = readJson<{ changed: string[] }>(join(fixesDir, "index.json"));
-  if (!index) throw new Error(`${fixesDir}/index.json is unreadable: delete ${fixesDir} and run again`);
+  if (!index)
+    throw new UserError(`${fixesDir}/index.json is unreadable: delete ${fixesDir} and run again`, {
+      code: "lab_corrupt",
+    });
   // Which fixes are in the lab kernel is the object map's answer of the day, not a cached one;
   // their patches are written on first use.
   const map = new ObjectMap(lab.sourceDir, parseConfig(readFileSync(join(lab.sourceDir, ".config"), "utf8")));

@@ -1,3 +1,6 @@
+// Folder src/lab: Debian's kernel in QEMU, its cache and the corpus of real fixes. May use
+// every product stage; nothing in the product imports it (only the CLI's `lab` command).
+//
 // The lab's public API, for later stages and tests: prepare Debian's cloud kernel (prepareLab)
 // and boot it under QEMU (LabVM, withLab). Import from here rather than from the files below.
 export { type Accel, chooseAccel } from "./accel.js";

@@ -1,3 +1,7 @@
+// Folder src/runpre: run-pre matching of pre code against the running kernel's memory. Reads
+// the live kernel only through src/live; must not import src/kernel, src/update, src/kbuild or
+// src/lab.
+//
 // Run-pre matching: proves that the pre code of an update is the code the running kernel runs,
 // and learns from that proof the addresses the new code needs.
 //

@@ -1,3 +1,7 @@
+// Folder src/update: `create`, from a patch to an update package (classify, hooks, extract,
+// the update module). Writes the package through src/package; must not import src/kernel,
+// src/runpre, src/live (the running kernel is apply's) or src/lab.
+//
 // `create`: from a prepared kernel tree and a patch, build an update package. The driver is
 // a straight list of named, timed passes:
 //   check tree → read patches → pick objects → build pre (kernel flags, for run-pre matching)

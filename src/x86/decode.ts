@@ -1,3 +1,5 @@
+// Folder src/x86: instruction decoding. Imports nothing of the project.
+//
 // x86-64 instruction decoding for run-pre matching, on top of iced-x86 (WebAssembly). Decodes a
 // whole function at once into plain objects (offset, length, kind, branch target), so callers
 // never hold wasm-side Instruction handles, and formats one instruction for error reports.
