@@ -86,6 +86,45 @@ export interface ResolvedBranch {
   delta: bigint;
 }
 
+/** unitRange is the part of its section a unit covers: a zero-size unit (a label) covers one byte. */
+export function unitRange(u: Unit): { start: number; end: number } {
+  return { start: u.start, end: u.start + Math.max(u.size, 1) };
+}
+
+/** unitAt finds the unit of `units` (one section's) whose range holds `offset`. */
+export function unitAt(units: readonly Unit[], offset: number | bigint): Unit | undefined {
+  return units.find((u) => {
+    const { start, end } = unitRange(u);
+    return start <= offset && offset < end;
+  });
+}
+
+/** Distances from a PC-relative field to the end of its instruction: 4, or more when an immediate follows. */
+const PC_ADJUSTS = [4n, 5n, 6n, 8n, 12n];
+
+/**
+ * unitReferredTo finds the unit of `units` (the target section's) that a relocation against
+ * `symbol` refers to, `rel` being the symbol's value plus the addend: the symbol's own unit, else
+ * the one holding where the reference lands (for a PC-relative field, the end of its instruction),
+ * else the section's only unit.
+ */
+export function unitReferredTo(
+  units: readonly Unit[],
+  symbol: ElfSymbol,
+  rel: bigint,
+  pcRelative: boolean,
+): Unit | undefined {
+  if (symbol.type === STT.FUNC || symbol.type === STT.OBJECT) {
+    const own = units.find((x) => x.symbol.index === symbol.index);
+    if (own) return own;
+  }
+  for (const adj of pcRelative ? PC_ADJUSTS : [0n]) {
+    const u = unitAt(units, rel + adj);
+    if (u) return u;
+  }
+  return units.length === 1 ? units[0] : undefined;
+}
+
 /** ObjectUnits indexes the units of one object file. */
 export class ObjectUnits {
   readonly units: Unit[] = [];
@@ -144,7 +183,7 @@ export class ObjectUnits {
       const section = elf.sections[secIndex];
       for (const r of elf.relocations(section)) {
         const off = Number(r.offset);
-        const unit = list.find((u) => off >= u.start && off < u.start + Math.max(u.size, 1));
+        const unit = unitAt(list, off);
         if (!unit) continue;
         unit.relocs.push(this.resolve(unit, r));
       }
@@ -191,24 +230,11 @@ export class ObjectUnits {
       return { ...base, target: external() };
     }
     const section = this.elf.sections[symbol.shndx];
-    // Where in the section the reference lands: sym.value + addend, plus the distance from
-    // the field to the end of its instruction for PC-relative fields (4, or more when an
-    // immediate follows the field).
     const rel = symbol.value + r.addend;
-    const pcAdjusts = info?.pcRelative ? [4n, 5n, 6n, 8n, 12n] : [0n];
-    const units = this.unitsIn(section);
-    if (symbol.type === STT.FUNC || symbol.type === STT.OBJECT) {
-      const u = units.find((x) => x.symbol.index === symbol.index);
-      if (u) return { ...base, target: { kind: "unit", unit: u, delta: r.addend } };
-    }
-    for (const adj of pcAdjusts) {
-      const at = rel + adj;
-      const u = units.find((x) => BigInt(x.start) <= at && at < BigInt(x.start + Math.max(x.size, 1)));
-      if (u) return { ...base, target: { kind: "unit", unit: u, delta: rel - BigInt(u.start) } };
-    }
-    if (units.length === 1)
-      return { ...base, target: { kind: "unit", unit: units[0], delta: rel - BigInt(units[0].start) } };
-    return { ...base, target: this.contentTarget(section, rel, pcAdjusts[0]) };
+    const pcRelative = info?.pcRelative ?? false;
+    const u = unitReferredTo(this.unitsIn(section), symbol, rel, pcRelative);
+    if (u) return { ...base, target: { kind: "unit", unit: u, delta: rel - BigInt(u.start) } };
+    return { ...base, target: this.contentTarget(section, rel, pcRelative ? PC_ADJUSTS[0] : 0n) };
   }
 
   /** contentTarget keys a reference into anonymous bytes by what is there. */
@@ -267,7 +293,7 @@ function resolvedBranches(u: Unit, inSection: Unit[]): ResolvedBranch[] {
     const offset = insn.offset + insn.length - size;
     if (u.relocs.some((r) => r.offset < offset + size && offset < r.offset + r.size)) continue;
     const at = BigInt(u.start) + insn.target;
-    const target = inSection.find((x) => BigInt(x.start) <= at && at < BigInt(x.start + x.size));
+    const target = unitAt(inSection, at); // all of size > 0
     if (target) out.push({ offset, size, target, delta: at - BigInt(target.start) });
   }
   return out;
