@@ -2,7 +2,7 @@
 // below every stage. Failures name the command, its exit status and the tail of its output.
 // Aborting the signal kills the tool's whole process group (make's children too) and rejects
 // with the `interrupted` UserError.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { interrupted } from "./errors.js";
 
 /** RunOptions tune one tool invocation. */
@@ -82,9 +82,26 @@ export function runTool(cmd: string, args: string[], opts: RunOptions = {}): Pro
   });
 }
 
+/**
+ * runToolSync runs a short command to completion and returns what it printed (for quick checks:
+ * cp, patch, mount, grep, diff). 127 when it cannot be started.
+ */
+export function runToolSync(cmd: string, args: string[], opts: { cwd?: string } = {}): RunResult {
+  const r = spawnSync(cmd, args, { cwd: opts.cwd, encoding: "utf8", maxBuffer: 1 << 30 });
+  if (r.status === null && r.error) return { code: 127, stdout: "", stderr: r.error.message };
+  return { code: r.status ?? 128, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+}
+
 /** mustRun runs a command and throws a ToolError unless it exits 0; returns its stdout. */
 export async function mustRun(cmd: string, args: string[], opts: RunOptions = {}): Promise<string> {
   const res = await runTool(cmd, args, opts);
+  if (res.code !== 0) throw new ToolError(cmd, args, res.code, `${res.stdout}\n${res.stderr}`);
+  return res.stdout;
+}
+
+/** mustRunSync is runToolSync that throws a ToolError unless the command exits 0; returns its stdout. */
+export function mustRunSync(cmd: string, args: string[], opts: { cwd?: string } = {}): string {
+  const res = runToolSync(cmd, args, opts);
   if (res.code !== 0) throw new ToolError(cmd, args, res.code, `${res.stdout}\n${res.stderr}`);
   return res.stdout;
 }

@@ -7,7 +7,6 @@
 // object's .cmd file, and later builds of the same object with extra flags run that command
 // directly (`compile`), in this view or in a second view seeded with this one's outputs, so two
 // builds can run at once and neither pays kbuild's start-up again.
-import { spawnSync } from "node:child_process";
 import {
   copyFileSync,
   existsSync,
@@ -20,7 +19,7 @@ import {
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { UserError } from "../errors.js";
-import { runTool } from "../proc.js";
+import { runTool, runToolSync } from "../proc.js";
 import type { KernelTree } from "./tree.js";
 
 /**
@@ -71,30 +70,24 @@ export class BuildView {
     const merged = join(base, "tree");
     for (const d of ["upper", "work", "tree"]) mkdirSync(join(base, d));
     if (from?.mounted) {
-      const cp = spawnSync("cp", ["-a", `${from.base}/upper/.`, `${base}/upper`], { encoding: "utf8" });
-      if (cp.status !== 0) {
+      const cp = runToolSync("cp", ["-a", `${from.base}/upper/.`, `${base}/upper`]);
+      if (cp.code !== 0) {
         rmSync(base, { recursive: true, force: true });
         throw new Error(`copying the build view ${from.base}/upper failed: ${cp.stderr}`);
       }
     }
-    const m = spawnSync(
-      "mount",
-      [
-        "-t",
-        "overlay",
-        "overlay",
-        "-o",
-        `lowerdir=${tree.dir},upperdir=${base}/upper,workdir=${base}/work`,
-        merged,
-      ],
-      { encoding: "utf8" },
-    );
-    if (m.status === 0) return new BuildView(tree, base, merged, true);
+    const m = runToolSync("mount", [
+      "-t",
+      "overlay",
+      "overlay",
+      "-o",
+      `lowerdir=${tree.dir},upperdir=${base}/upper,workdir=${base}/work`,
+      merged,
+    ]);
+    if (m.code === 0) return new BuildView(tree, base, merged, true);
     log(`overlay mount failed (${(m.stderr || "").trim() || "not root?"}); copying the tree instead`);
-    const cp = spawnSync("cp", ["-a", `${from && !from.mounted ? from.dir : tree.dir}/.`, merged], {
-      encoding: "utf8",
-    });
-    if (cp.status !== 0) {
+    const cp = runToolSync("cp", ["-a", `${from && !from.mounted ? from.dir : tree.dir}/.`, merged]);
+    if (cp.code !== 0) {
       rmSync(base, { recursive: true, force: true });
       throw new Error(`copying ${tree.dir} to ${merged} failed: ${cp.stderr}`);
     }
@@ -107,8 +100,8 @@ export class BuildView {
 
   /** checkPatch refuses a patch that `patch -p1 --dry-run` cannot apply to the view. */
   checkPatch(file: string, name: string): void {
-    const dry = spawnSync("patch", ["--dry-run", ...this.patchArgs(file)], { encoding: "utf8" });
-    if (dry.status !== 0)
+    const dry = runToolSync("patch", ["--dry-run", ...this.patchArgs(file)]);
+    if (dry.code !== 0)
       throw new UserError(
         `patch ${name} does not apply to ${this.tree.dir}:\n${(dry.stdout + dry.stderr).trim()}`,
         { code: "patch_failed" },
@@ -118,8 +111,8 @@ export class BuildView {
   /** applyPatch applies a patch file with `patch -p1`, checking with --dry-run first. */
   applyPatch(file: string, name: string): void {
     this.checkPatch(file, name);
-    const real = spawnSync("patch", this.patchArgs(file), { encoding: "utf8" });
-    if (real.status !== 0)
+    const real = runToolSync("patch", this.patchArgs(file));
+    if (real.code !== 0)
       throw new UserError(`patch ${name} failed to apply:\n${(real.stdout + real.stderr).trim()}`, {
         code: "patch_failed",
       });
@@ -248,8 +241,8 @@ export class BuildView {
   /** close unmounts and removes the view. */
   close(): void {
     if (this.mounted) {
-      const u = spawnSync("umount", [this.dir]);
-      if (u.status !== 0) spawnSync("umount", ["-l", this.dir]);
+      const u = runToolSync("umount", [this.dir]);
+      if (u.code !== 0) runToolSync("umount", ["-l", this.dir]);
     }
     rmSync(this.base, { recursive: true, force: true });
   }

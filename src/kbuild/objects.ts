@@ -4,10 +4,10 @@
 // built, up to the root Kbuild. A .c file that other .c files #include maps to their objects. A changed header maps to the built-in objects whose sources
 // depend on it: exactly, from the .cmd dependency files of a built tree, else from the
 // #include lines of the sources (direct, or through a header of the same directory).
-import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, posix } from "node:path";
 import { UserError } from "../errors.js";
+import { runToolSync } from "../proc.js";
 import { type Lookup, MakeEval } from "./make.js";
 import type { KernelConfig } from "./tree.js";
 
@@ -250,7 +250,7 @@ export class ObjectMap {
 /** grepTree returns the `path:line:text` lines of files named like `include` under `scope` matching an ERE. */
 function grepTree(root: string, include: string[], pattern: string, scope: string): string[] {
   const skip = ["Documentation", "tools", "samples", "scripts", ".git", "debian"];
-  const r = spawnSync(
+  const r = runToolSync(
     "grep",
     [
       "-rnE",
@@ -259,9 +259,9 @@ function grepTree(root: string, include: string[], pattern: string, scope: strin
       pattern,
       scope,
     ],
-    { cwd: root, encoding: "utf8", maxBuffer: 64 << 20 },
+    { cwd: root },
   );
-  return (r.stdout ?? "").split("\n");
+  return r.stdout.split("\n");
 }
 
 function parentOf(dir: string): string {

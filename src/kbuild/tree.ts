@@ -8,10 +8,10 @@
 // kernel was built with (CONFIG_CC_VERSION_TEXT). Nothing here writes to the tree but
 // writeTreeInfo, which whoever prepares a tree calls to say where its kernel's headers and
 // vmlinux are (TREE_INFO), so create needs no knowledge of how the tree was laid out.
-import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { UserError } from "../errors.js";
+import { runToolSync } from "../proc.js";
 
 /** KernelConfig maps CONFIG_ names to their values ("y", "m", a string or number). */
 export type KernelConfig = Map<string, string>;
@@ -109,17 +109,13 @@ export function openTree(dir: string): KernelTree {
       { code: "bad_tree" },
     );
   const cc = ccText.split(" ")[0];
-  let actual: string;
-  try {
-    actual = execFileSync(cc, ["--version"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] })
-      .split("\n")[0]
-      .trim();
-  } catch {
+  const version = runToolSync(cc, ["--version"]);
+  if (version.code !== 0)
     throw new UserError(
       `the kernel was built with '${ccText}', but '${cc}' is not installed here (apt-get install ${cc})`,
       { code: "wrong_compiler" },
     );
-  }
+  const actual = version.stdout.split("\n")[0].trim();
   if (actual !== ccText)
     throw new UserError(
       `compiler mismatch: the kernel was built with '${ccText}', but '${cc} --version' says '${actual}'. Code built with another compiler will not match the running kernel.`,

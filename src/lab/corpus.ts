@@ -7,7 +7,6 @@
 // Cache layout ($KSPLICE_CACHE/corpus/<newer-version>/): debs/, linux-source-6.1/ (unpacked,
 // stamped), fixes-<key>/ (one patch per changed .c file and index.json, stamped with both
 // sources). Which of them are in the lab kernel is asked of the object map at each load.
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -15,6 +14,7 @@ import { UserError } from "../errors.js";
 import { writeFileAtomic } from "../files.js";
 import { ObjectMap, type SourceObject } from "../kbuild/objects.js";
 import { parseConfig } from "../kbuild/tree.js";
+import { runToolSync } from "../proc.js";
 import { debInfo, queryAvailable } from "./apt.js";
 import { buildDir, cacheRoot, readJson, stampMatches } from "./cache.js";
 import { compareDebVersions } from "./debver.js";
@@ -153,12 +153,16 @@ export function changedSources(oldTree: string, newTree: string): string[] {
 function patchFor(oldTree: string, newTree: string, dir: string, file: string) {
   const path = join(dir, `${file.replaceAll("/", "_")}.patch`);
   if (!existsSync(path)) {
-    const d = spawnSync(
-      "diff",
-      ["-u", "--label", `a/${file}`, "--label", `b/${file}`, join(oldTree, file), join(newTree, file)],
-      { encoding: "utf8", maxBuffer: 64 << 20 },
-    );
-    if (d.status !== 1) throw new Error(`diff of ${file} failed (exit ${d.status}): ${d.stderr}`);
+    const d = runToolSync("diff", [
+      "-u",
+      "--label",
+      `a/${file}`,
+      "--label",
+      `b/${file}`,
+      join(oldTree, file),
+      join(newTree, file),
+    ]);
+    if (d.code !== 1) throw new Error(`diff of ${file} failed (exit ${d.code}): ${d.stderr}`);
     writeFileAtomic(path, d.stdout);
   }
   const lines = readFileSync(path, "utf8").split("\n");

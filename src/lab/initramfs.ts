@@ -5,7 +5,6 @@
 // - a small per-run archive holds /init, the agent, this checkout's `ksplice` and each `--with`
 //   path, so changing any of those costs nothing at boot.
 // Left uncompressed: under TCG, decompressing 100 MB in the guest costs more than copying it.
-import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   closeSync,
@@ -22,6 +21,7 @@ import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../errors.js";
 import { buildFileAtomic } from "../files.js";
+import { mustRunSync } from "../proc.js";
 import { readJson, writeJsonAtomic } from "./cache.js";
 import { CpioWriter } from "./cpio.js";
 
@@ -43,7 +43,7 @@ const BASE_LAYOUT = 1;
 
 /** sharedLibraries lists the shared objects a dynamically linked binary loads (from `ldd`). */
 export function sharedLibraries(binary: string): string[] {
-  const out = execFileSync("ldd", [binary], { encoding: "utf8" });
+  const out = mustRunSync("ldd", [binary]);
   const libs: string[] = [];
   for (const line of out.split("\n")) {
     const m = /(?:=>\s*)?(\/\S+)\s+\(0x[0-9a-f]+\)/.exec(line);
@@ -108,9 +108,7 @@ export function baseInitramfs(labDir: string, log: (l: string) => void = () => {
       ])
         w.symlink(link, target);
       w.hostFile(busybox, "/usr/bin/busybox");
-      const applets = execFileSync(busybox, ["--list-full"], { encoding: "utf8" })
-        .split("\n")
-        .filter(Boolean);
+      const applets = mustRunSync(busybox, ["--list-full"]).split("\n").filter(Boolean);
       for (const a of applets) {
         const guest = `/${a}`.replace(/^\/(s?bin)\//, "/usr/$1/");
         if (guest !== "/usr/bin/busybox") w.symlink(guest, "/usr/bin/busybox");
