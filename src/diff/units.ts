@@ -293,7 +293,7 @@ function resolvedBranches(u: Unit, inSection: Unit[]): ResolvedBranch[] {
     const offset = insn.offset + insn.length - size;
     if (u.relocs.some((r) => r.offset < offset + size && offset < r.offset + r.size)) continue;
     const at = BigInt(u.start) + insn.target;
-    const target = unitAt(inSection, at); // all of size > 0
+    const target = unitAt(inSection, at); // functions with a size: their exact extent
     if (target) out.push({ offset, size, target, delta: at - BigInt(target.start) });
   }
   return out;

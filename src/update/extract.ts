@@ -1,19 +1,23 @@
-// Extracts the replacement code of one object into a new relocatable object for the update
-// module. The sections of replaced and new functions (and new data) are copied; so are the
-// anonymous read-only sections they use (strings, constants). Each relocation is sorted:
+// This file owns extraction: the replacement code of one object, copied into a new relocatable
+// object for the update module. The sections of replaced and new functions (and new data) are
+// copied; so are the anonymous read-only sections they use (strings, constants). Each
+// relocation is sorted:
 //   - internal: to something copied into the module: kept, against the copy;
 //   - exported: to a symbol the kernel exports: kept as an undefined symbol, so the module
 //     loader resolves it (this also keeps ftrace's __fentry__ calls and return thunks valid);
 //   - kernel: to anything else (static functions and data of the object, unexported globals):
 //     removed from the object and listed for apply time, where run-pre matching has learned
 //     the address. The shipped module is never modified; the core module writes these fields.
-// Entries of special sections (ftrace, ORC, bug and exception tables, alternatives...) are
-// kept when they describe copied code; an unknown section that refers to copied code is
-// refused rather than silently dropped.
+// Entries of special sections (ftrace, ORC, bug and exception tables, alternatives...; their
+// layouts are in elf/kernel-sections.ts) are kept when they describe copied code; an unknown
+// section that refers to copied code is refused rather than silently dropped.
+// extractObject runs as a linker does: named passes over one ExtractContext.
 
 import type { ObjectUnits, Unit } from "../diff/index.js";
+import { unitAt, unitReferredTo } from "../diff/units.js";
 import { R_X86_64, relocInfo, relocTypeName, SHF, SHN, SHT, STB, STT } from "../elf/constants.js";
-import type { ElfFile, ElfRela, ElfSection } from "../elf/reader.js";
+import { KERNEL_SECTIONS, kernelSection, type SectionLayout } from "../elf/kernel-sections.js";
+import type { ElfFile, ElfRela, ElfSection, ElfSymbol } from "../elf/reader.js";
 import { ObjectWriter, type SectionRef, type SymbolRef } from "../elf/writer.js";
 import { isKernelRelocType, type KernelReloc } from "../package/manifest.js";
 import type { Refusal } from "./refusal.js";
@@ -37,29 +41,8 @@ export interface Extraction {
   imports: string[];
 }
 
-/** Entry layout of the special sections whose entries are filtered per function. */
-const SPECIAL: Record<string, { size: number; anchor: number }> = {
-  __mcount_loc: { size: 8, anchor: 0 },
-  ".orc_unwind_ip": { size: 4, anchor: 0 },
-  __bug_table: { size: 12, anchor: 0 },
-  __ex_table: { size: 12, anchor: 0 },
-  ".return_sites": { size: 4, anchor: 0 },
-  ".retpoline_sites": { size: 4, anchor: 0 },
-  ".smp_locks": { size: 4, anchor: 0 },
-  ".altinstructions": { size: 12, anchor: 0 },
-  ".parainstructions": { size: 16, anchor: 0 },
-  ".call_sites": { size: 4, anchor: 0 },
-};
-// Sections whose entries for copied code are deliberately left out.
-const DROPPED =
-  /^\.discard|^\.ksplice_hook\.|^\.static_call_sites$|^\.note|^\.comment$|^__ksymtab|^___ksymtab|^__kcrctab|^\.init\.|^\.exit\.|^\.BTF|^\.debug|^\.llvm|^__patchable/;
-
-function rangeOf(u: Unit) {
-  return { start: u.start, end: u.start + Math.max(u.size, 1) };
-}
-
-/** extractObject builds the replacement object for one kernel object. */
-export function extractObject(opts: {
+/** ExtractOptions are the inputs of extractObject. */
+interface ExtractOptions {
   object: string;
   post: ObjectUnits;
   /** Post unit of each replaced function, with the pre unit's name. */
@@ -75,71 +58,165 @@ export function extractObject(opts: {
   updateGlobals: Set<string>;
   /** Section names already used by earlier objects of this update. */
   usedNames: Set<string>;
-}): Extraction {
-  const { post, object } = opts;
-  const elf: ElfFile = post.elf;
-  const w = new ObjectWriter();
-  const refusals: Refusal[] = [];
-  const relocs: KernelReloc[] = [];
-  const outSec = new Map<number, { ref: SectionRef; name: string }>();
-  const undefSyms = new Map<string, SymbolRef>();
-  const queue: ElfSection[] = [];
+}
 
-  const uniqueName = (name: string) => {
+// Sections whose entries for copied code are deliberately left out.
+const DROPPED =
+  /^\.discard|^\.ksplice_hook\.|^\.static_call_sites$|^\.note|^\.comment$|^__ksymtab|^___ksymtab|^__kcrctab|^\.init\.|^\.exit\.|^\.BTF|^\.debug|^\.llvm|^__patchable/;
+
+/** Sections holding alternatives' replacement instructions (.altinstr_replacement). */
+const REPLACEMENT_SECTIONS = Object.values(KERNEL_SECTIONS).flatMap((l) =>
+  l.replacement ? [l.replacement.section] : [],
+);
+
+/** Where a copied unit's bytes start in the module object. */
+interface Place {
+  ref: SectionRef;
+  offset: number;
+}
+
+/** extractObject builds the replacement object for one kernel object. */
+export function extractObject(opts: ExtractOptions): Extraction {
+  const cx = new ExtractContext(opts);
+  placeUnits(cx);
+  copyParts(cx);
+  defineUnitSymbols(cx);
+  routePartRelocations(cx);
+  routeQueuedSections(cx);
+  keepSpecialEntries(cx);
+  routeQueuedSections(cx);
+  checkAltReplacements(cx);
+  copyParallelTables(cx);
+  return finish(cx);
+}
+
+/** ExtractContext is the state the passes of one extraction share, with the small helpers they use. */
+class ExtractContext {
+  readonly object: string;
+  readonly post: ObjectUnits;
+  readonly elf: ElfFile;
+  readonly w = new ObjectWriter();
+  readonly refusals: Refusal[] = [];
+  /** Fields the core writes at apply time. */
+  readonly relocs: KernelReloc[] = [];
+  readonly functions: ExtractedFunction[] = [];
+  readonly data: Extraction["data"] = [];
+  /** The units copied: replaced functions, then new functions, then new data. */
+  readonly units: Unit[];
+  /** Sections copied whole (and special sections' kept entries), by index in the object. */
+  readonly outSec = new Map<number, { ref: SectionRef; name: string }>();
+  /** Units copied alone out of a section shared with the kernel's own data, by section. */
+  readonly parts = new Map<ElfSection, Unit[]>();
+  /** Where each unit of `parts` is, and the names of the sections made for them. */
+  readonly partOf = new Map<Unit, Place>();
+  readonly partNames = new Map<SectionRef, string>();
+  /** Undefined symbols of the module object, by name. */
+  readonly undefSyms = new Map<string, SymbolRef>();
+  /** Sections copied whole, in order; the relocations of the first `routed` are routed. */
+  readonly queue: ElfSection[] = [];
+  routed = 0;
+  /** Kernel relocations in alternatives' replacements: refused only if a kept entry uses them. */
+  readonly altKernel: KernelReloc[] = [];
+  /** The replacement instructions of kept alternative entries. */
+  readonly altRanges: Array<{ start: number; len: number }> = [];
+  /** Kept entries of tables with a relocation-less parallel one (.orc_unwind), by its name. */
+  readonly parallelKeep = new Map<string, { entry: number; keep: number[] }>();
+
+  constructor(readonly opts: ExtractOptions) {
+    this.object = opts.object;
+    this.post = opts.post;
+    this.elf = opts.post.elf;
+    this.units = [...opts.replaced.map((r) => r.post), ...opts.added, ...opts.addedData];
+  }
+
+  /** refuse records a change this object's extraction cannot carry. */
+  refuse(symbol: string, reason: string): void {
+    this.refusals.push({ object: this.object, symbol, reason });
+  }
+
+  /** uniqueName makes a section name no earlier object of the update used. */
+  uniqueName(name: string): string {
     let n = name;
-    for (let i = 1; opts.usedNames.has(n); i++) n = `${name}.ksplice${i}`;
-    opts.usedNames.add(n);
+    for (let i = 1; this.opts.usedNames.has(n); i++) n = `${name}.ksplice${i}`;
+    this.opts.usedNames.add(n);
     return n;
-  };
-  const include = (sec: ElfSection): SectionRef => {
-    const have = outSec.get(sec.index);
+  }
+
+  /** include copies a section whole (once), and queues its relocations for routing. */
+  include(sec: ElfSection): SectionRef {
+    const have = this.outSec.get(sec.index);
     if (have) return have.ref;
     // Merged string and constant sections keep their name so the linker can merge them.
-    const mergeable = (sec.flags & BigInt(SHF.MERGE)) !== 0n;
-    const name = mergeable ? sec.name : uniqueName(sec.name);
-    const ref = w.addSection({
+    const name = hasFlag(sec, SHF.MERGE) ? sec.name : this.uniqueName(sec.name);
+    const nobits = sec.type === SHT.NOBITS;
+    const ref = this.w.addSection({
       name,
       type: sec.type,
-      flags: sec.flags & ~BigInt(SHF.GROUP | SHF.INFO_LINK),
-      data: sec.type === SHT.NOBITS ? undefined : elf.sectionData(sec),
-      size: sec.type === SHT.NOBITS ? sec.size : undefined,
+      flags: copiedFlags(sec),
+      data: nobits ? undefined : this.elf.sectionData(sec),
+      size: nobits ? sec.size : undefined,
       addralign: sec.addralign || 1n,
       entsize: sec.entsize,
     });
-    outSec.set(sec.index, { ref, name });
-    queue.push(sec);
+    this.outSec.set(sec.index, { ref, name });
+    this.queue.push(sec);
     return ref;
-  };
+  }
 
-  const partNames = new Map<SectionRef, string>();
-  const sectionNameOf = (ref: SectionRef) =>
-    partNames.get(ref) ?? [...outSec.values()].find((s) => s.ref === ref)!.name;
+  /** sectionNameOf names a section of the module object. */
+  sectionNameOf(ref: SectionRef): string {
+    return this.partNames.get(ref) ?? [...this.outSec.values()].find((s) => s.ref === ref)!.name;
+  }
 
-  const functions: ExtractedFunction[] = [];
-  const data: Extraction["data"] = [];
-  const units: Unit[] = [...opts.replaced.map((r) => r.post), ...opts.added, ...opts.addedData];
-  // Where each copied unit is: its section copied whole, or a part of a shared data section.
-  const partOf = new Map<Unit, { ref: SectionRef; offset: number }>();
-  const parts = new Map<ElfSection, Unit[]>();
-  for (const u of units) {
-    const others = post.unitsIn(u.section).filter((x) => x !== u && !units.includes(x) && x.size > 0);
+  /** isPlaced says whether a unit was copied (a refused one was not). */
+  isPlaced(u: Unit): boolean {
+    return this.partOf.has(u) || this.outSec.has(u.section.index);
+  }
+
+  /** placeOf says where a copied unit's bytes start in the module object. */
+  placeOf(u: Unit): Place {
+    return this.partOf.get(u) ?? { ref: this.outSec.get(u.section.index)!.ref, offset: u.start };
+  }
+
+  /** undef returns the module's undefined symbol for a name, made on first use. */
+  undef(name: string): SymbolRef {
+    let s = this.undefSyms.get(name);
+    if (!s) {
+      s = this.w.addSymbol({ name, bind: STB.GLOBAL, section: SHN.UNDEF });
+      this.undefSyms.set(name, s);
+    }
+    return s;
+  }
+
+  /** relocate adds a relocation of the module object, against a section of it. */
+  relocate(from: SectionRef, offset: number, type: number, to: SectionRef, addend: bigint): void {
+    this.w.addRelocation(from, { offset, type, symbol: this.w.sectionSymbol(to), addend });
+  }
+}
+
+/** placeUnits decides how each unit is copied: with its whole section, or alone (a part). */
+function placeUnits(cx: ExtractContext): void {
+  for (const u of cx.units) {
+    const others = cx.post.unitsIn(u.section).filter((x) => x !== u && !cx.units.includes(x) && x.size > 0);
     // Code in a section of its own name (__sched: .sched.text) shares it with its neighbours,
     // whose calls to each other the assembler resolved: the section is copied whole, and only
     // the changed functions are redirected to it. Per-call-site data (WARN_ONCE flags, pr_debug
     // descriptors) is copied whole too. New data in a section shared with the kernel's own
     // (__read_mostly, __ro_after_init) is copied alone, into a section of its own.
-    const whole =
-      (u.section.flags & BigInt(SHF.EXECINSTR)) !== 0n || /^\.data\.once$|^__dyndbg$/.test(u.section.name);
-    if (!others.length || whole) include(u.section);
+    const whole = hasFlag(u.section, SHF.EXECINSTR) || /^\.data\.once$|^__dyndbg$/.test(u.section.name);
+    if (!others.length || whole) cx.include(u.section);
     else if (/^\.data\.\.percpu/.test(u.section.name))
-      refusals.push({
-        object,
-        symbol: u.name,
-        reason: `is a new per-CPU variable (${u.section.name}); adding per-CPU data in an update is not supported yet`,
-      });
-    else parts.set(u.section, [...(parts.get(u.section) ?? []), u]);
+      cx.refuse(
+        u.name,
+        `is a new per-CPU variable (${u.section.name}); adding per-CPU data in an update is not supported yet`,
+      );
+    else cx.parts.set(u.section, [...(cx.parts.get(u.section) ?? []), u]);
   }
-  for (const [sec, list] of parts) {
+}
+
+/** copyParts lays the parts taken from each shared data section out in a new section. */
+function copyParts(cx: ExtractContext): void {
+  for (const [sec, list] of cx.parts) {
     const align = Number(sec.addralign || 1n);
     let size = 0;
     const at = list.map((u) => {
@@ -147,314 +224,365 @@ export function extractObject(opts: {
       size = off + u.size;
       return off;
     });
+    const nobits = sec.type === SHT.NOBITS;
     const bytes = new Uint8Array(size);
-    if (sec.type !== SHT.NOBITS) for (const [i, u] of list.entries()) bytes.set(u.bytes, at[i]);
-    const name = uniqueName(sec.name);
-    const ref = w.addSection({
+    if (!nobits) for (const [i, u] of list.entries()) bytes.set(u.bytes, at[i]);
+    const name = cx.uniqueName(sec.name);
+    const ref = cx.w.addSection({
       name,
       type: sec.type,
-      flags: sec.flags & ~BigInt(SHF.GROUP | SHF.INFO_LINK),
-      data: sec.type === SHT.NOBITS ? undefined : bytes,
-      size: sec.type === SHT.NOBITS ? BigInt(size) : undefined,
+      flags: copiedFlags(sec),
+      data: nobits ? undefined : bytes,
+      size: nobits ? BigInt(size) : undefined,
       addralign: sec.addralign || 1n,
     });
-    partNames.set(ref, name);
-    for (const [i, u] of list.entries()) partOf.set(u, { ref, offset: at[i] });
+    cx.partNames.set(ref, name);
+    for (const [i, u] of list.entries()) cx.partOf.set(u, { ref, offset: at[i] });
   }
-  const isPlaced = (u: Unit) => partOf.has(u) || outSec.has(u.section.index);
-  /** placeOf says where a copied unit's bytes start in the module object. */
-  const placeOf = (u: Unit) => partOf.get(u) ?? { ref: outSec.get(u.section.index)!.ref, offset: u.start };
-  // Symbols for the copied units, local so that nothing clashes with kernel exports; a global
-  // the update adds stays global, for the update's other objects that call it.
-  const isNew = new Set([...opts.added, ...opts.addedData]);
-  for (const u of units) {
-    if (!isPlaced(u)) continue; // refused above
-    const place = placeOf(u);
-    const section = sectionNameOf(place.ref);
-    w.addSymbol({
+}
+
+/**
+ * defineUnitSymbols gives each copied unit a symbol and lists it as a function or data. Symbols
+ * are local, so that nothing clashes with kernel exports; a global the update adds stays global,
+ * for the update's other objects that call it.
+ */
+function defineUnitSymbols(cx: ExtractContext): void {
+  const isNew = new Set([...cx.opts.added, ...cx.opts.addedData]);
+  for (const u of cx.units) {
+    if (!cx.isPlaced(u)) continue; // refused by placeUnits
+    const place = cx.placeOf(u);
+    const section = cx.sectionNameOf(place.ref);
+    cx.w.addSymbol({
       name: u.name,
       value: place.offset,
       size: u.size,
-      bind: u.global && isNew.has(u) && opts.updateGlobals.has(u.name) ? STB.GLOBAL : STB.LOCAL,
+      bind: u.global && isNew.has(u) && cx.opts.updateGlobals.has(u.name) ? STB.GLOBAL : STB.LOCAL,
       type: u.kind === "func" ? STT.FUNC : STT.OBJECT,
       section: place.ref,
     });
-    const rep = opts.replaced.find((r) => r.post === u);
+    const rep = cx.opts.replaced.find((r) => r.post === u);
     if (u.kind === "func")
-      functions.push({ name: u.name, section, size: u.size, ...(rep ? { replaces: rep.preName } : {}) });
-    else data.push({ name: u.name, section, size: u.size });
+      cx.functions.push({ name: u.name, section, size: u.size, ...(rep ? { replaces: rep.preName } : {}) });
+    else cx.data.push({ name: u.name, section, size: u.size });
   }
+}
 
-  const isCopyable = (sec: ElfSection) => {
-    if ((sec.flags & BigInt(SHF.ALLOC)) === 0n) return false;
-    if ((sec.flags & BigInt(SHF.MERGE)) !== 0n) return true;
-    // .altinstr_aux holds static_cpu_has() fallbacks that jump back into their function.
-    if (
-      /^\.rodata\.__func__|^__dyndbg|^\.data\.once$|^\.altinstr_replacement$|^\.altinstr_aux$|^\.rodata\.cst/.test(
-        sec.name,
-      )
-    )
-      return true;
-    // Anonymous read-only data (no named object in it), e.g. a switch table.
-    return (
-      (sec.flags & BigInt(SHF.WRITE)) === 0n &&
-      (sec.flags & BigInt(SHF.EXECINSTR)) === 0n &&
-      post.unitsIn(sec).length === 0
-    );
-  };
-  const undef = (name: string) => {
-    let s = undefSyms.get(name);
-    if (!s) {
-      s = w.addSymbol({ name, bind: STB.GLOBAL, section: SHN.UNDEF });
-      undefSyms.set(name, s);
+/** routePartRelocations routes the relocations inside the parts copied from shared data sections. */
+function routePartRelocations(cx: ExtractContext): void {
+  for (const [sec, list] of cx.parts)
+    for (const r of cx.elf.relocations(sec)) {
+      // Only relocations in the bytes copied, so not unitAt: a zero-size unit has none.
+      const off = Number(r.offset);
+      const u = list.find((x) => off >= x.start && off < x.start + x.size);
+      if (!u) continue;
+      const part = cx.partOf.get(u)!;
+      route(cx, sec, part.ref, r, part.offset + off - u.start);
     }
-    return s;
-  };
+}
 
-  /** route decides where one relocation of a copied section goes. */
-  const route = (from: ElfSection, fromRef: SectionRef, r: ElfRela, outOffset: number) => {
-    const sym = elf.symbols[r.sym];
-    const type = r.type;
-    if (type === R_X86_64.NONE) return;
-    const info = relocInfo(type);
-    if (!info) {
-      refusals.push({
-        object,
-        symbol: from.name,
-        reason: `relocation type ${relocTypeName(type)} at ${from.name}+0x${r.offset.toString(16)} is not supported`,
-      });
-      return;
-    }
-    const defined = sym.shndx !== SHN.UNDEF && sym.shndx < SHN.LORESERVE;
-    if (!defined || (sym.bind !== STB.LOCAL && sym.type !== STT.SECTION)) {
-      // A global: our own copy if we copied it, the kernel's otherwise.
-      const mine = units.find((u) => u.name === sym.name && u.global && isPlaced(u));
-      if (mine) {
-        const place = placeOf(mine);
-        w.addRelocation(fromRef, {
-          offset: outOffset,
-          type,
-          symbol: w.sectionSymbol(place.ref),
-          addend: r.addend + BigInt(place.offset),
-        });
-      } else if (opts.exported(sym.name) || opts.updateGlobals.has(sym.name)) {
-        // Resolved by the module loader (an export) or when the update module is linked.
-        w.addRelocation(fromRef, { offset: outOffset, type, symbol: undef(sym.name), addend: r.addend });
-      } else {
-        kernel(fromRef, outOffset, type, r.addend, sym.name, false, sym.name);
-      }
-      return;
-    }
-    const target = elf.sections[sym.shndx];
-    const have = outSec.get(target.index);
-    if (have || isCopyable(target)) {
-      const ref = have?.ref ?? include(target);
-      w.addRelocation(fromRef, {
-        offset: outOffset,
-        type,
-        symbol: w.sectionSymbol(ref),
-        addend: r.addend + sym.value,
-      });
-      return;
-    }
-    // A named unit of this object that stays in the kernel: find it as the diff did.
-    const at = sym.value + r.addend;
-    const adj = info.pcRelative ? [4n, 5n, 6n, 8n, 12n] : [0n];
-    const list = post.unitsIn(target);
-    let u: Unit | undefined =
-      sym.type === STT.FUNC || sym.type === STT.OBJECT
-        ? list.find((x) => x.symbol.index === sym.index)
-        : undefined;
-    for (const a of adj) {
-      if (u) break;
-      u = list.find((x) => BigInt(rangeOf(x).start) <= at + a && at + a < BigInt(rangeOf(x).end));
-    }
-    if (!u && list.length === 1) u = list[0];
-    if (!u) {
-      refusals.push({
-        object,
-        symbol: from.name,
-        reason: `cannot tell what ${from.name}+0x${r.offset.toString(16)} refers to in ${target.name}`,
-      });
-      return;
-    }
-    const part = partOf.get(u);
-    if (part) {
-      w.addRelocation(fromRef, {
-        offset: outOffset,
-        type,
-        symbol: w.sectionSymbol(part.ref),
-        addend: at - BigInt(u.start) + BigInt(part.offset),
-      });
-      return;
-    }
-    const pre = opts.preNameOf(u);
-    if (pre === undefined) {
-      refusals.push({
-        object,
-        symbol: u.name,
-        reason: `is used by the new code but exists only in the patched build and is not copied`,
-      });
-      return;
-    }
-    kernel(fromRef, outOffset, type, at - BigInt(u.start), u.name, !u.global, pre);
-  };
+/** routeQueuedSections routes the relocations of the sections copied whole; routing can copy more. */
+function routeQueuedSections(cx: ExtractContext): void {
+  for (; cx.routed < cx.queue.length; cx.routed++) {
+    const sec = cx.queue[cx.routed];
+    const ref = cx.outSec.get(sec.index)!.ref;
+    for (const r of cx.elf.relocations(sec)) route(cx, sec, ref, r, Number(r.offset));
+  }
+}
 
-  const altKernel: KernelReloc[] = [];
-  const altRanges: Array<{ start: number; len: number }> = [];
-  const kernel = (
-    ref: SectionRef,
-    offset: number,
-    type: number,
-    addend: bigint,
-    symbol: string,
-    local: boolean,
-    preSymbol: string,
-  ) => {
-    const typeName = relocTypeName(type);
-    if (!isKernelRelocType(typeName)) {
-      refusals.push({
-        object,
-        symbol,
-        reason: `is referred to by a ${typeName} relocation in ${sectionNameOf(ref)}+0x${offset.toString(16)}, which the core cannot write into the running kernel's addresses`,
-      });
-      return;
-    }
-    const rec: KernelReloc = {
-      section: sectionNameOf(ref),
-      offset,
-      type: typeName,
-      addend: addend.toString(),
-      symbol,
-      local,
-      object,
-      preSymbol,
-    };
-    // Unused alternative replacements are never copied into code: their fields can stay unset.
-    if (rec.section.startsWith(".altinstr_replacement"))
-      altKernel.push({ ...rec, section: ".altinstr_replacement" });
-    else relocs.push(rec);
-  };
+/** route decides where one relocation of a copied section goes (see the top of the file). */
+function route(
+  cx: ExtractContext,
+  from: ElfSection,
+  fromRef: SectionRef,
+  r: ElfRela,
+  outOffset: number,
+): void {
+  if (r.type === R_X86_64.NONE) return;
+  const info = relocInfo(r.type);
+  if (!info) {
+    const where = `${from.name}+0x${r.offset.toString(16)}`;
+    cx.refuse(from.name, `relocation type ${relocTypeName(r.type)} at ${where} is not supported`);
+    return;
+  }
+  const sym = cx.elf.symbols[r.sym];
+  const defined = sym.shndx !== SHN.UNDEF && sym.shndx < SHN.LORESERVE;
+  if (!defined || (sym.bind !== STB.LOCAL && sym.type !== STT.SECTION)) {
+    routeToGlobal(cx, fromRef, r, sym, outOffset);
+    return;
+  }
+  const target = cx.elf.sections[sym.shndx];
+  const have = cx.outSec.get(target.index);
+  if (have || isCopyable(cx.post, target)) {
+    const ref = have?.ref ?? cx.include(target);
+    cx.relocate(fromRef, outOffset, r.type, ref, r.addend + sym.value);
+    return;
+  }
+  routeToObjectUnit(cx, from, fromRef, r, outOffset, info.pcRelative);
+}
 
-  // Relocations inside the copied parts of shared data sections.
-  for (const [sec, list] of parts)
-    for (const r of elf.relocations(sec)) {
-      const u = list.find((x) => Number(r.offset) >= x.start && Number(r.offset) < x.start + x.size);
-      if (u) route(sec, partOf.get(u)!.ref, r, partOf.get(u)!.offset + Number(r.offset) - u.start);
-    }
-  // Copy relocations of every included section; routing can pull in more sections.
-  let drained = 0;
-  const drain = () => {
-    for (; drained < queue.length; drained++) {
-      const sec = queue[drained];
-      const ref = outSec.get(sec.index)!.ref;
-      for (const r of elf.relocations(sec)) route(sec, ref, r, Number(r.offset));
-    }
-  };
-  drain();
-
-  // Special sections: keep the entries that describe copied code.
-  const unitSections = new Set<number>(units.map((u) => u.section.index));
-  const copiedText = (secIndex: number) =>
-    unitSections.has(secIndex) && (elf.sections[secIndex].flags & BigInt(SHF.EXECINSTR)) !== 0n;
-  const orcKeep: number[] = [];
-  for (const sec of elf.sections) {
-    if (sec.type === SHT.RELA || outSec.has(sec.index) || (sec.flags & BigInt(SHF.ALLOC)) === 0n) continue;
-    const rs = elf.relocations(sec);
-    const touches = rs.filter((r) => {
-      const s = elf.symbols[r.sym];
-      return s.shndx < elf.sections.length && copiedText(s.shndx);
+/** routeToGlobal points a reference to a global at our copy, the loader's resolution, or the core. */
+function routeToGlobal(
+  cx: ExtractContext,
+  fromRef: SectionRef,
+  r: ElfRela,
+  sym: ElfSymbol,
+  outOffset: number,
+) {
+  const mine = cx.units.find((u) => u.name === sym.name && u.global && cx.isPlaced(u));
+  if (mine) {
+    const place = cx.placeOf(mine);
+    cx.relocate(fromRef, outOffset, r.type, place.ref, r.addend + BigInt(place.offset));
+  } else if (cx.opts.exported(sym.name) || cx.opts.updateGlobals.has(sym.name)) {
+    // Resolved by the module loader (an export) or when the update module is linked.
+    cx.w.addRelocation(fromRef, {
+      offset: outOffset,
+      type: r.type,
+      symbol: cx.undef(sym.name),
+      addend: r.addend,
     });
-    if (touches.length === 0) continue;
+  } else {
+    const k = { ref: fromRef, offset: outOffset, type: r.type, addend: r.addend };
+    addKernelReloc(cx, { ...k, symbol: sym.name, local: false, preSymbol: sym.name });
+  }
+}
+
+/**
+ * routeToObjectUnit routes a reference to a named unit of this object, found as the diff found
+ * it: to its copy if it is a copied part, else to the kernel's (the core writes the field).
+ */
+function routeToObjectUnit(
+  cx: ExtractContext,
+  from: ElfSection,
+  fromRef: SectionRef,
+  r: ElfRela,
+  outOffset: number,
+  pcRelative: boolean,
+): void {
+  const sym = cx.elf.symbols[r.sym];
+  const target = cx.elf.sections[sym.shndx];
+  const at = sym.value + r.addend;
+  const u = unitReferredTo(cx.post.unitsIn(target), sym, at, pcRelative);
+  if (!u) {
+    const where = `${from.name}+0x${r.offset.toString(16)}`;
+    cx.refuse(from.name, `cannot tell what ${where} refers to in ${target.name}`);
+    return;
+  }
+  const part = cx.partOf.get(u);
+  if (part) {
+    cx.relocate(fromRef, outOffset, r.type, part.ref, at - BigInt(u.start) + BigInt(part.offset));
+    return;
+  }
+  const pre = cx.opts.preNameOf(u);
+  if (pre === undefined) {
+    cx.refuse(u.name, "is used by the new code but exists only in the patched build and is not copied");
+    return;
+  }
+  const k = { ref: fromRef, offset: outOffset, type: r.type, addend: at - BigInt(u.start) };
+  addKernelReloc(cx, { ...k, symbol: u.name, local: !u.global, preSymbol: pre });
+}
+
+/** addKernelReloc lists a field for the core to write at apply time, if the core can write its type. */
+function addKernelReloc(
+  cx: ExtractContext,
+  k: {
+    ref: SectionRef;
+    offset: number;
+    type: number;
+    addend: bigint;
+    symbol: string;
+    local: boolean;
+    preSymbol: string;
+  },
+): void {
+  const typeName = relocTypeName(k.type);
+  const section = cx.sectionNameOf(k.ref);
+  if (!isKernelRelocType(typeName)) {
+    cx.refuse(
+      k.symbol,
+      `is referred to by a ${typeName} relocation in ${section}+0x${k.offset.toString(16)}, which the core cannot write into the running kernel's addresses`,
+    );
+    return;
+  }
+  const rec: KernelReloc = {
+    section,
+    offset: k.offset,
+    type: typeName,
+    addend: k.addend.toString(),
+    symbol: k.symbol,
+    local: k.local,
+    object: cx.object,
+    preSymbol: k.preSymbol,
+  };
+  // Unused alternative replacements are never copied into code: their fields can stay unset.
+  const replacements = REPLACEMENT_SECTIONS.find((s) => section.startsWith(s));
+  if (replacements) cx.altKernel.push({ ...rec, section: replacements });
+  else cx.relocs.push(rec);
+}
+
+/**
+ * keepSpecialEntries copies the entries of special sections that describe copied code, and
+ * refuses other tables whose entries for it change.
+ */
+function keepSpecialEntries(cx: ExtractContext): void {
+  const copiedText = new Set<number>(
+    cx.units.filter((u) => hasFlag(u.section, SHF.EXECINSTR)).map((u) => u.section.index),
+  );
+  for (const sec of cx.elf.sections) {
+    if (sec.type === SHT.RELA || cx.outSec.has(sec.index) || !hasFlag(sec, SHF.ALLOC)) continue;
+    const rs = cx.elf.relocations(sec);
+    if (!rs.some((r) => copiedText.has(cx.elf.symbols[r.sym].shndx))) continue;
     if (DROPPED.test(sec.name)) continue;
     // Code and data of the kernel that refer to replaced code (callers, tables of function
     // pointers) keep pointing at the old function, whose entry jumps to the new one.
-    if (post.unitsIn(sec).length > 0) continue;
-    const spec = SPECIAL[sec.name];
-    if (!spec) {
-      // A table the kernel already has (PCI quirks, parameters...) pointing at functions this
-      // update replaces: its entries stay the kernel's, and reach the new code through the jump.
-      if (opts.pre && sameTable(opts.pre, post, sec, opts.preNameOf)) continue;
-      if (sec.name === "__jump_table")
-        refusals.push({
-          object,
-          symbol: sec.name,
-          reason: "the new code has jump labels (asm goto) that the jump-label override did not remove",
-        });
-      else
-        refusals.push({
-          object,
-          symbol: sec.name,
-          reason: `adds or changes entries of ${sec.name}, a table the running kernel built at boot, which a live update cannot change`,
-        });
-      continue;
-    }
-    const bytes = elf.sectionData(sec);
-    const keep: number[] = [];
-    for (const r of rs) {
-      if (Number(r.offset) % spec.size !== spec.anchor) continue;
-      const s = elf.symbols[r.sym];
-      if (s.shndx < elf.sections.length && copiedText(s.shndx)) keep.push(Number(r.offset) / spec.size);
-    }
-    keep.sort((a, b) => a - b);
-    const out = new Uint8Array(keep.length * spec.size);
-    for (const [k, e] of keep.entries())
-      out.set(bytes.subarray(e * spec.size, (e + 1) * spec.size), k * spec.size);
-    const ref = w.addSection({
-      name: sec.name,
-      type: sec.type,
-      flags: sec.flags & ~BigInt(SHF.GROUP | SHF.INFO_LINK),
-      data: out,
-      addralign: sec.addralign || 1n,
-      entsize: sec.entsize,
-    });
-    outSec.set(sec.index, { ref, name: sec.name });
-    const slot = new Map(keep.map((e, k) => [e, k]));
-    for (const r of rs) {
-      const e = Math.floor(Number(r.offset) / spec.size);
-      const k = slot.get(e);
-      if (k === undefined) continue;
-      route(sec, ref, r, k * spec.size + (Number(r.offset) % spec.size));
-    }
-    if (sec.name === ".orc_unwind_ip") orcKeep.push(...keep);
-    if (sec.name === ".altinstructions") {
-      for (const e of keep) {
-        const v = new DataView(bytes.buffer, bytes.byteOffset + e * spec.size, spec.size);
-        const repl = rs.find((r) => Number(r.offset) === e * spec.size + 4);
-        // The field is `.long replacement - .`: S + A - P, so S + A is where the replacement is.
-        if (repl)
-          altRanges.push({ start: Number(elf.symbols[repl.sym].value + repl.addend), len: v.getUint8(11) });
-      }
-    }
+    if (cx.post.unitsIn(sec).length > 0) continue;
+    const layout = kernelSection(sec.name);
+    if (layout?.copied) copyEntries(cx, sec, layout, rs, copiedText);
+    else refuseTable(cx, sec);
   }
-  drain();
-  // The loader applies alternatives before the core can write kernel relocations, so a
-  // replacement instruction used by the new code must not need one.
-  for (const r of altKernel) {
-    const hit = altRanges.find((a) => r.offset >= a.start && r.offset < a.start + a.len);
-    if (hit)
-      refusals.push({
-        object,
-        symbol: r.symbol,
-        reason: `an alternative instruction in the new code refers to ${r.symbol}, which is not exported: not supported`,
+}
+
+/** refuseTable refuses a table the running kernel built at boot, unless the update leaves it as it was. */
+function refuseTable(cx: ExtractContext, sec: ElfSection): void {
+  // A table the kernel already has (PCI quirks, parameters...) pointing at functions this
+  // update replaces: its entries stay the kernel's, and reach the new code through the jump.
+  if (cx.opts.pre && sameTable(cx.opts.pre, cx.post, sec, cx.opts.preNameOf)) return;
+  if (sec.name === "__jump_table")
+    cx.refuse(
+      sec.name,
+      "the new code has jump labels (asm goto) that the jump-label override did not remove",
+    );
+  else
+    cx.refuse(
+      sec.name,
+      `adds or changes entries of ${sec.name}, a table the running kernel built at boot, which a live update cannot change`,
+    );
+}
+
+/** copyEntries writes a special section of the entries that describe copied code, and routes their relocations. */
+function copyEntries(
+  cx: ExtractContext,
+  sec: ElfSection,
+  layout: SectionLayout,
+  rs: ElfRela[],
+  copiedText: Set<number>,
+): void {
+  const bytes = cx.elf.sectionData(sec);
+  const keep: number[] = [];
+  for (const r of rs) {
+    const off = Number(r.offset);
+    if (off % layout.entry === layout.anchor && copiedText.has(cx.elf.symbols[r.sym].shndx))
+      keep.push((off - layout.anchor) / layout.entry);
+  }
+  keep.sort((a, b) => a - b);
+  const ref = cx.w.addSection({
+    name: sec.name,
+    type: sec.type,
+    flags: copiedFlags(sec),
+    data: pickEntries(bytes, keep, layout.entry),
+    addralign: sec.addralign || 1n,
+    entsize: sec.entsize,
+  });
+  cx.outSec.set(sec.index, { ref, name: sec.name });
+  const slot = new Map(keep.map((e, k) => [e, k]));
+  for (const r of rs) {
+    const k = slot.get(Math.floor(Number(r.offset) / layout.entry));
+    if (k !== undefined) route(cx, sec, ref, r, k * layout.entry + (Number(r.offset) % layout.entry));
+  }
+  if (layout.parallel) {
+    const { section, entry } = layout.parallel;
+    const p = cx.parallelKeep.get(section) ?? { entry, keep: [] };
+    p.keep.push(...keep);
+    cx.parallelKeep.set(section, p);
+  }
+  if (layout.replacement) noteReplacements(cx, layout, layout.replacement, bytes, keep, rs);
+}
+
+/** noteReplacements records where the replacement instructions of kept alternative entries are. */
+function noteReplacements(
+  cx: ExtractContext,
+  layout: SectionLayout,
+  repl: NonNullable<SectionLayout["replacement"]>,
+  bytes: Uint8Array,
+  keep: number[],
+  rs: ElfRela[],
+): void {
+  for (const e of keep) {
+    const entry = e * layout.entry;
+    const r = rs.find((x) => Number(x.offset) === entry + repl.field);
+    // The field is `.long replacement - .`: S + A - P, so S + A is where the replacement is.
+    if (r)
+      cx.altRanges.push({
+        start: Number(cx.elf.symbols[r.sym].value + r.addend),
+        len: bytes[entry + repl.lengthByte],
       });
   }
-  // ORC: .orc_unwind entries (6 bytes, no relocations) run parallel to .orc_unwind_ip.
-  const orc = elf.sectionByName(".orc_unwind");
-  if (orcKeep.length && orc) {
-    const bytes = elf.sectionData(orc);
-    const out = new Uint8Array(orcKeep.length * 6);
-    for (const [k, e] of orcKeep.entries()) out.set(bytes.subarray(e * 6, e * 6 + 6), k * 6);
-    w.addSection({
-      name: ".orc_unwind",
-      type: orc.type,
-      flags: orc.flags,
-      data: out,
-      addralign: orc.addralign || 1n,
+}
+
+/**
+ * checkAltReplacements refuses kernel relocations in the replacement instructions the new code
+ * uses: the loader applies alternatives before the core can write them.
+ */
+function checkAltReplacements(cx: ExtractContext): void {
+  for (const r of cx.altKernel)
+    if (cx.altRanges.some((a) => r.offset >= a.start && r.offset < a.start + a.len))
+      cx.refuse(
+        r.symbol,
+        `an alternative instruction in the new code refers to ${r.symbol}, which is not exported: not supported`,
+      );
+}
+
+/** copyParallelTables copies the entries of relocation-less tables (.orc_unwind) parallel to kept ones. */
+function copyParallelTables(cx: ExtractContext): void {
+  for (const [name, { entry, keep }] of cx.parallelKeep) {
+    const sec = cx.elf.sectionByName(name);
+    if (!keep.length || !sec) continue;
+    cx.w.addSection({
+      name,
+      type: sec.type,
+      flags: sec.flags,
+      data: pickEntries(cx.elf.sectionData(sec), keep, entry),
+      addralign: sec.addralign || 1n,
     });
   }
-  const imports = [...undefSyms.keys()].filter((n) => !opts.updateGlobals.has(n));
-  return { bytes: w.write(), functions, data, relocs, refusals, imports };
+}
+
+/** finish writes the module object; its imports are the undefined symbols the update does not define. */
+function finish(cx: ExtractContext): Extraction {
+  const imports = [...cx.undefSyms.keys()].filter((n) => !cx.opts.updateGlobals.has(n));
+  const { functions, data, relocs, refusals } = cx;
+  return { bytes: cx.w.write(), functions, data, relocs, refusals, imports };
+}
+
+/** isCopyable says whether a section a copied one refers to is copied along (anonymous data, strings). */
+function isCopyable(post: ObjectUnits, sec: ElfSection): boolean {
+  if (!hasFlag(sec, SHF.ALLOC)) return false;
+  if (hasFlag(sec, SHF.MERGE)) return true;
+  // .altinstr_aux holds static_cpu_has() fallbacks that jump back into their function.
+  if (
+    /^\.rodata\.__func__|^__dyndbg|^\.data\.once$|^\.altinstr_replacement$|^\.altinstr_aux$|^\.rodata\.cst/.test(
+      sec.name,
+    )
+  )
+    return true;
+  // Anonymous read-only data (no named object in it), e.g. a switch table.
+  return !hasFlag(sec, SHF.WRITE) && !hasFlag(sec, SHF.EXECINSTR) && post.unitsIn(sec).length === 0;
+}
+
+/** hasFlag tests one SHF_* bit of a section. */
+function hasFlag(sec: ElfSection, flag: number): boolean {
+  return (sec.flags & BigInt(flag)) !== 0n;
+}
+
+/** copiedFlags are a section's flags for its copy: no group, no sh_info link. */
+function copiedFlags(sec: ElfSection): bigint {
+  return sec.flags & ~BigInt(SHF.GROUP | SHF.INFO_LINK);
+}
+
+/** pickEntries gathers entries `keep` (by index) of a table of `size`-byte entries. */
+function pickEntries(bytes: Uint8Array, keep: number[], size: number): Uint8Array {
+  const out = new Uint8Array(keep.length * size);
+  for (const [k, e] of keep.entries()) out.set(bytes.subarray(e * size, (e + 1) * size), k * size);
+  return out;
 }
 
 /** refName names what a relocation refers to: a function or object (by its pre name), or a symbol. */
@@ -467,11 +595,8 @@ function refName(
   const sym = elf.symbols[r.sym];
   if (sym.shndx === SHN.UNDEF || sym.shndx >= SHN.LORESERVE) return `${sym.name}+${r.addend}`;
   const at = sym.value + r.addend;
-  const u =
-    units.unitsIn(elf.sections[sym.shndx]).find((x) => x.symbol.index === sym.index) ??
-    units
-      .unitsIn(elf.sections[sym.shndx])
-      .find((x) => BigInt(x.start) <= at && at < BigInt(x.start + Math.max(x.size, 1)));
+  const list = units.unitsIn(elf.sections[sym.shndx]);
+  const u = list.find((x) => x.symbol.index === sym.index) ?? unitAt(list, at);
   if (!u) return `${elf.sections[sym.shndx].name}+${at}`;
   return `${rename(u) ?? `new ${u.name}`}+${at - BigInt(u.start)}`;
 }
