@@ -1,7 +1,7 @@
 // Runs a host tool (make, patch, cp, apt, dpkg, insmod): the one process runner of the project,
 // below every stage. Failures name the command, its exit status and the tail of its output.
-// Aborting the signal kills the tool's whole process group (make's children too) and rejects
-// with the `interrupted` UserError.
+// Aborting the signal stops the tool (its whole process group with `group`, for make) and
+// rejects with the `interrupted` UserError.
 import { spawn, spawnSync } from "node:child_process";
 import { interrupted } from "./errors.js";
 
@@ -14,6 +14,8 @@ export interface RunOptions {
   /** Receives each chunk of stderr and stdout as it arrives (progress display). */
   onOutput?: (chunk: string) => void;
   signal?: AbortSignal;
+  /** Start the tool in its own process group, so an abort also stops its children (make's). */
+  group?: boolean;
 }
 
 /** RunResult is what a tool printed and how it ended. */
@@ -37,8 +39,9 @@ export class ToolError extends Error {
 }
 
 /**
- * runTool runs a command to completion; it resolves even when the tool fails (check `code`;
- * 127 when it cannot be started, as a shell says) and rejects only when interrupted.
+ * runTool runs a command to completion; it resolves even when the tool fails (check `code`:
+ * 127 when it cannot be started, as a shell says; 128 when a signal killed it) and rejects only
+ * when interrupted.
  */
 export function runTool(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
@@ -48,8 +51,7 @@ export function runTool(cmd: string, args: string[], opts: RunOptions = {}): Pro
       cwd: opts.cwd,
       env: opts.env ?? process.env,
       stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
-      // Its own process group, so an abort reaches the tool's children.
-      detached: signal !== undefined,
+      detached: opts.group === true,
     });
     let stdout = "";
     let stderr = "";
@@ -64,20 +66,24 @@ export function runTool(cmd: string, args: string[], opts: RunOptions = {}): Pro
     if (opts.input !== undefined) child.stdin?.end(opts.input);
     const onAbort = () => {
       try {
-        if (child.pid) process.kill(-child.pid, "SIGTERM");
+        if (opts.group && child.pid) process.kill(-child.pid, "SIGTERM");
+        else child.kill("SIGTERM");
       } catch {}
     };
     signal?.addEventListener("abort", onAbort, { once: true });
-    let failedToStart: Error | undefined;
-    child.on("error", (e) => {
-      failedToStart = e;
-    });
-    child.on("close", (code, sig) => {
+    let done = false;
+    const finish = (r: RunResult | Error) => {
+      if (done) return;
+      done = true;
       signal?.removeEventListener("abort", onAbort);
-      if (signal?.aborted) return reject(interrupted());
-      if (failedToStart && code === null)
-        return resolve({ code: 127, stdout, stderr: failedToStart.message });
-      resolve({ code: code ?? (sig ? 128 : 1), stdout, stderr });
+      if (r instanceof Error) reject(r);
+      else resolve(r);
+    };
+    // A tool that cannot be started (ENOENT, EACCES) gets a shell's 127 and the reason.
+    child.on("error", (e) => finish({ code: 127, stdout, stderr: `${stderr}${e.message}` }));
+    child.on("close", (code, sig) => {
+      if (signal?.aborted) return finish(interrupted());
+      finish({ code: code ?? (sig ? 128 : 1), stdout, stderr });
     });
   });
 }

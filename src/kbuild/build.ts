@@ -259,6 +259,7 @@ async function run(
   let output = "";
   const r = await runTool(cmd, args, {
     signal,
+    group: true,
     cwd,
     onOutput: stdoutOnly
       ? undefined

@@ -7,7 +7,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../errors.js";
-import { replaceDir } from "../files.js";
+import { partialName, replaceDir } from "../files.js";
 import { runTool } from "../proc.js";
 
 /** makeModule builds module `name` from the kbuild directory dir; returns the .ko path. */
@@ -24,6 +24,7 @@ export async function makeModule(opts: {
     ["-C", opts.headersDir, `M=${opts.dir}`, ...(opts.makeArgs ?? []), "modules"],
     {
       signal: opts.signal,
+      group: true,
       onOutput: (d) => {
         output += d;
       },
@@ -59,7 +60,7 @@ export async function buildModule(
   const dest = join(outDir, `${name}-${h.digest("hex").slice(0, 16)}`);
   const ko = join(dest, `${name}.ko`);
   if (existsSync(ko)) return ko;
-  const tmp = `${dest}.partial-${process.pid}`;
+  const tmp = partialName(dest);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {

@@ -8,9 +8,10 @@
 // kernel was built with (CONFIG_CC_VERSION_TEXT). Nothing here writes to the tree but
 // writeTreeInfo, which whoever prepares a tree calls to say where its kernel's headers and
 // vmlinux are (TREE_INFO), so create needs no knowledge of how the tree was laid out.
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { UserError } from "../errors.js";
+import { writeFileAtomic } from "../files.js";
 import { runToolSync } from "../proc.js";
 
 /** KernelConfig maps CONFIG_ names to their values ("y", "m", a string or number). */
@@ -57,22 +58,34 @@ export function writeTreeInfo(dir: string, info: TreeInfo): void {
   const path = join(dir, TREE_INFO);
   const text = `${JSON.stringify(info, null, 2)}\n`;
   if (existsSync(path) && readFileSync(path, "utf8") === text) return;
-  writeFileSync(path, text);
+  writeFileAtomic(path, text);
 }
 
 function readTreeInfo(dir: string): TreeInfo {
   const path = join(dir, TREE_INFO);
   if (!existsSync(path)) return {};
-  let info: TreeInfo;
+  let info: unknown;
   try {
-    info = JSON.parse(readFileSync(path, "utf8")) as TreeInfo;
+    info = JSON.parse(readFileSync(path, "utf8"));
   } catch (e) {
-    throw new UserError(`${path} is not valid JSON (${(e as Error).message}): fix or remove it`, {
+    info = (e as Error).message;
+  }
+  if (typeof info !== "object" || info === null)
+    throw new UserError(`${path} is not a JSON object naming headersDir and vmlinux: fix or remove it`, {
       code: "bad_tree",
     });
-  }
-  const abs = (p: unknown) => (typeof p === "string" ? (isAbsolute(p) ? p : resolve(dir, p)) : undefined);
-  return { headersDir: abs(info.headersDir), vmlinux: abs(info.vmlinux) };
+  const abs = (key: keyof TreeInfo) => {
+    const p = (info as TreeInfo)[key];
+    if (typeof p !== "string") return undefined;
+    const full = isAbsolute(p) ? p : resolve(dir, p);
+    if (!existsSync(full))
+      throw new UserError(
+        `${path} names ${full} as the kernel's ${key === "vmlinux" ? "vmlinux" : "headers"}, but it is missing: run 'ksplice lab prepare' again (or fix ${TREE_INFO})`,
+        { code: "bad_tree" },
+      );
+    return full;
+  };
+  return { headersDir: abs("headersDir"), vmlinux: abs("vmlinux") };
 }
 
 /** openTree validates a prepared tree; every problem is a UserError with code bad_tree or wrong_compiler. */

@@ -9,10 +9,10 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { dirname, join } from "node:path";
 import { ElfFile } from "../elf/reader.js";
 import { type AbortCode, UserError } from "../errors.js";
+import { runningIdentity } from "../live/identity.js";
 import { Kallsyms } from "../live/kallsyms.js";
 import { kcoreMemory } from "../live/memory.js";
 import { moduleName } from "../package/id.js";
-import { runningIdentity } from "../package/identity.js";
 import type { Manifest, ManifestTarget } from "../package/manifest.js";
 import { openPackage } from "../package/package.js";
 import { type MatchedFunction, RunPre } from "../runpre/match.js";

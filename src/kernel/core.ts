@@ -10,7 +10,7 @@
 // tests run it against a fake sysfs and the lab drives a guest's sysfs from the host.
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeSync } from "node:fs";
 import { UserError } from "../errors.js";
-import { isValidId } from "../package/id.js";
+import { ID_RULE_TEXT, isValidId } from "../package/id.js";
 import { type HookKind, KERNEL_RELOC_TYPES, type KernelRelocType } from "../package/manifest.js";
 import { runTool } from "../proc.js";
 
@@ -260,10 +260,7 @@ export class Core {
   /** newUpdate starts update `id` whose code is in the loaded update module `module`. */
   async newUpdate(id: string, module: string): Promise<void> {
     if (!isValidId(id))
-      throw new CoreError(
-        "bad_command",
-        `update id ${JSON.stringify(id)} must be 1 to 16 characters from [a-z0-9]`,
-      );
+      throw new CoreError("bad_command", `update id ${JSON.stringify(id)} must be ${ID_RULE_TEXT}`);
     await this.control([`new ${id} ${module}`]);
   }
 

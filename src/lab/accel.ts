@@ -5,7 +5,7 @@
 import { accessSync, constants } from "node:fs";
 import { release } from "node:os";
 import { join } from "node:path";
-import { readJson, writeJsonAtomic } from "./cache.js";
+import { readJson, writeJsonAtomic } from "../files.js";
 
 /** Accel is a QEMU accelerator the lab knows how to use. */
 export type Accel = "kvm" | "tcg";

@@ -18,9 +18,7 @@
 //   lab/accel.json                              result of the KVM probe
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { cacheRoot, partialName, readJson, replaceDir, writeJsonAtomic } from "../files.js";
-
-export { cacheRoot, readJson, writeJsonAtomic };
+import { partialName, readJson, replaceDir } from "../files.js";
 
 /** labRoot is the lab's part of the cache. */
 export function labRoot(cache: string): string {

@@ -11,12 +11,12 @@ import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.js";
-import { writeFileAtomic } from "../files.js";
+import { cacheRoot, readJson, writeFileAtomic } from "../files.js";
 import { ObjectMap, type SourceObject } from "../kbuild/objects.js";
 import { parseConfig } from "../kbuild/tree.js";
 import { runToolSync } from "../proc.js";
 import { debInfo, queryAvailable } from "./apt.js";
-import { buildDir, cacheRoot, readJson, stampMatches } from "./cache.js";
+import { buildDir, stampMatches } from "./cache.js";
 import { compareDebVersions } from "./debver.js";
 import { ensureDebs, type LabPaths, unpackSource } from "./prepare.js";
 

@@ -3,8 +3,10 @@
 //
 // The lab's public API, for later stages and tests: prepare Debian's cloud kernel (prepareLab)
 // and boot it under QEMU (LabVM, withLab). Import from here rather than from the files below.
+
+export { cacheRoot } from "../files.js";
 export { type Accel, chooseAccel } from "./accel.js";
 export { FLAVOUR, HOST_PACKAGES, type KernelChoice, PINNED } from "./apt.js";
-export { cacheRoot, labRoot } from "./cache.js";
+export { labRoot } from "./cache.js";
 export { checkEntry, type LabPaths, type PrepareOptions, prepareLab } from "./prepare.js";
 export { type BootOptions, type ExecOptions, type ExecResult, LabVM, qemuArgs, withLab } from "./vm.js";

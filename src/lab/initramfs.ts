@@ -20,9 +20,8 @@ import {
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../errors.js";
-import { buildFileAtomic } from "../files.js";
+import { buildFileAtomic, readJson, writeJsonAtomic } from "../files.js";
 import { mustRunSync } from "../proc.js";
-import { readJson, writeJsonAtomic } from "./cache.js";
 import { CpioWriter } from "./cpio.js";
 
 /** Where the agent lives in the guest. */

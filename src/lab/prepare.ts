@@ -19,7 +19,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.js";
-import { buildFileAtomic } from "../files.js";
+import { buildFileAtomic, cacheRoot, readJson, writeJsonAtomic } from "../files.js";
 import { writeTreeInfo } from "../kbuild/tree.js";
 import { mustRun, ToolError } from "../proc.js";
 import {
@@ -36,16 +36,7 @@ import {
   releaseOf,
   sha256File,
 } from "./apt.js";
-import {
-  buildDir,
-  cacheRoot,
-  labRoot,
-  readJson,
-  removeLeftovers,
-  STAMP,
-  stampMatches,
-  writeJsonAtomic,
-} from "./cache.js";
+import { buildDir, labRoot, removeLeftovers, STAMP, stampMatches } from "./cache.js";
 
 /** LabPaths is everything later stages need to know about a prepared lab kernel. */
 export interface LabPaths {

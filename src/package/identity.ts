@@ -1,9 +1,10 @@
-// Which kernel an update is for: release, GNU build id and version banner. At create time
-// they come from the kernel's vmlinux (when known); at apply time from /sys/kernel/notes and
-// /proc/version of the running kernel. An update applies only to the kernel it names.
+// Which kernel an update is for: release, GNU build id and version banner, read at create time
+// from the kernel's vmlinux (when known). At apply time the running kernel's comes from
+// src/live/identity.ts; an update applies only to the kernel it names.
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { parseNotes } from "../elf/notes.js";
 import { ElfFile } from "../elf/reader.js";
+import { UserError } from "../errors.js";
 
 /** KernelIdentity names one kernel build. */
 export interface KernelIdentity {
@@ -12,32 +13,20 @@ export interface KernelIdentity {
   banner: string | null;
 }
 
-/** parseNotes returns the GNU build id (hex) from an ELF notes blob, if any. */
-export function parseNotes(b: Uint8Array): string | null {
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  let o = 0;
-  while (o + 12 <= b.length) {
-    const namesz = v.getUint32(o, true);
-    const descsz = v.getUint32(o + 4, true);
-    const type = v.getUint32(o + 8, true);
-    const nameOff = o + 12;
-    const descOff = nameOff + ((namesz + 3) & ~3);
-    if (descOff + descsz > b.length) break;
-    const name = Buffer.from(b.subarray(nameOff, nameOff + Math.max(namesz - 1, 0))).toString("latin1");
-    if (name === "GNU" && type === 3)
-      return Buffer.from(b.subarray(descOff, descOff + descsz)).toString("hex");
-    o = descOff + ((descsz + 3) & ~3);
-  }
-  return null;
-}
-
 /**
  * kernelIdentity is the identity of kernel `release`, read from its vmlinux when there is one
  * (build id and banner); without it an update is checked by release only.
  */
 export function kernelIdentity(release: string, vmlinux?: string): KernelIdentity {
-  const path = vmlinux !== undefined && existsSync(vmlinux) ? vmlinux : undefined;
-  if (!path) return { release, buildId: null, banner: null };
+  if (vmlinux === undefined) return { release, buildId: null, banner: null };
+  if (!existsSync(vmlinux))
+    throw new UserError(
+      `the kernel's vmlinux ${vmlinux} is missing: pass the vmlinux of the running kernel`,
+      {
+        code: "bad_input",
+      },
+    );
+  const path = vmlinux;
   const bytes = readFileSync(path);
   const elf = ElfFile.parse(bytes, path);
   const notes = elf.sectionByName(".notes");
@@ -49,16 +38,5 @@ export function kernelIdentity(release: string, vmlinux?: string): KernelIdentit
           .subarray(at, bytes.indexOf(0x0a, at) > at ? bytes.indexOf(0x0a, at) : at + 256)
           .toString("latin1")
       : null;
-  return { release, buildId, banner };
-}
-
-/** runningIdentity reads the identity of the kernel this process runs on. */
-export function runningIdentity(root = "/"): KernelIdentity {
-  const banner = readFileSync(join(root, "proc/version"), "utf8").trim();
-  const release = /^Linux version (\S+)/.exec(banner)?.[1] ?? "";
-  let buildId: string | null = null;
-  try {
-    buildId = parseNotes(readFileSync(join(root, "sys/kernel/notes")));
-  } catch {}
   return { release, buildId, banner };
 }

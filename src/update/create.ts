@@ -83,7 +83,7 @@ function findHeaders(tree: KernelTree, given?: string): string {
     return resolve(c);
   }
   throw new UserError(
-    `no kernel headers with Module.symvers for ${release} (looked in ${candidates.join(", ")}); pass --headers DIR`,
+    `no kernel headers with Module.symvers for ${release} (looked in ${candidates.join(", ")}); pass --headers DIR (for a lab tree, run 'ksplice lab prepare' again: it records where they are)`,
     { code: "bad_tree" },
   );
 }
@@ -347,6 +347,10 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
   const tree = await pass("check tree", () => openTree(resolve(o.src)));
   const headersDir = findHeaders(tree, o.headersDir);
   const identity = kernelIdentity(tree.release, o.vmlinux ?? tree.vmlinux);
+  if (identity.buildId === null)
+    o.log(
+      `no vmlinux with a build id for ${tree.release}: apply will check the release only, not the build (pass --vmlinux)`,
+    );
   const patches = await pass("read patches", () => readPatches(o));
   const changed = patches.filter((p) => !p.applied).flatMap((p) => p.files.map((x) => x.path));
   const objects = await pass("pick objects", () => pickObjects(tree.dir, tree.config, changed));

@@ -115,8 +115,8 @@ class ExtractContext {
   /** Sections copied whole, in order; the relocations of the first `routed` are routed. */
   readonly queue: ElfSection[] = [];
   routed = 0;
-  /** Kernel relocations in alternatives' replacements: refused only if a kept entry uses them. */
-  readonly altKernel: KernelReloc[] = [];
+  /** Kernel references in alternatives' replacements (offsets there): refused only if a kept entry uses them. */
+  readonly altKernel: Array<{ symbol: string; offset: number }> = [];
   /** The replacement instructions of kept alternative entries. */
   readonly altRanges: Array<{ start: number; len: number }> = [];
   /** Kept entries of tables with a relocation-less parallel one (.orc_unwind), by its name. */
@@ -394,8 +394,14 @@ function addKernelReloc(
     preSymbol: string;
   },
 ): void {
-  const typeName = relocTypeName(k.type);
   const section = cx.sectionNameOf(k.ref);
+  // Unused alternative replacements are never copied into code: their fields can stay unset
+  // (checkAltReplacements refuses those of the replacements the new code uses).
+  if (REPLACEMENT_SECTIONS.some((s) => section.startsWith(s))) {
+    cx.altKernel.push({ symbol: k.symbol, offset: k.offset });
+    return;
+  }
+  const typeName = relocTypeName(k.type);
   if (!isKernelRelocType(typeName)) {
     cx.refuse(
       k.symbol,
@@ -403,7 +409,7 @@ function addKernelReloc(
     );
     return;
   }
-  const rec: KernelReloc = {
+  cx.relocs.push({
     section,
     offset: k.offset,
     type: typeName,
@@ -412,11 +418,7 @@ function addKernelReloc(
     local: k.local,
     object: cx.object,
     preSymbol: k.preSymbol,
-  };
-  // Unused alternative replacements are never copied into code: their fields can stay unset.
-  const replacements = REPLACEMENT_SECTIONS.find((s) => section.startsWith(s));
-  if (replacements) cx.altKernel.push({ ...rec, section: replacements });
-  else cx.relocs.push(rec);
+  });
 }
 
 /**

@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { buildDir, cacheRoot, removeLeftovers, STAMP, stampMatches } from "../../src/lab/cache.js";
+import { cacheRoot } from "../../src/files.js";
+import { buildDir, removeLeftovers, STAMP, stampMatches } from "../../src/lab/cache.js";
 import { tempDir } from "../helpers/compile.js";
 
 test("cacheRoot honours KSPLICE_CACHE, else ~/.cache/ksplice", () => {
