@@ -5,11 +5,13 @@
 // (`ksplice view` lists it, the kernel log is clean), `ksplice undo` and the same check.
 //
 // Outcomes: pass (created, applied, undone, clean log); refused (create said why: no compiled
-// change, __init-only, data, a module fix while modules are unsupported); alone (the patched file
-// does not compile without the header change of its upstream commit); busy (apply refused with
-// code_busy: a task never leaves the replaced code); fail (anything else: an engine bug or
-// limit). Coverage = pass / the fixes whose change reaches running code (pass, fail, busy, and
-// refusals of such changes).
+// change, __init-only, data); alone (the patched file does not compile without the header change
+// of its upstream commit); busy (apply refused with code_busy: a task never leaves the replaced
+// code); unloadable (a module fix whose module the lab guest cannot load: a driver with no
+// device); fail (anything else: an engine bug or limit). Module fixes run with their module
+// loaded (modprobe in the guest, Debian's own .ko). Coverage = pass / the fixes whose change
+// reaches running code (pass, fail, busy, and refusals of such changes), for built-in and module
+// fixes apart.
 //
 //   npm run bench:coverage -- [--sample N] [--subsystem PREFIX]... [--file PATH]... [--no-lab]
 //                             [--only builtin|modules] [--batch N] [--json FILE] [--jobs N]
@@ -50,7 +52,7 @@ const OPTIONS = {
 } as const;
 const { values: args } = parseOptions();
 
-type Outcome = "pass" | "refused" | "alone" | "busy" | "fail";
+type Outcome = "pass" | "refused" | "alone" | "busy" | "unloadable" | "fail";
 
 interface Step {
   result: string;
@@ -76,6 +78,10 @@ interface Row {
   outcome: Outcome;
   reason: string;
   package?: string;
+  /** Loadable modules the update patches (loaded in the guest before apply). */
+  modules?: string[];
+  /** Why a module could not be loaded in the guest (the fix is then not tried). */
+  load?: string;
 }
 
 // Create refusals that are the tool's answer about the fix, not a failure of the engine.
@@ -169,6 +175,8 @@ async function createOne(f: Fix, r: Row): Promise<void> {
       timings: res.timings,
     };
     r.package = res.path;
+    const modules = [...new Set(res.manifest.objects.flatMap((o) => (o.module ? [o.module] : [])))];
+    if (modules.length) r.modules = modules;
   } catch (e) {
     r.create =
       e instanceof UserError
@@ -207,7 +215,12 @@ async function labBatch(batch: Row[], offset: number, total: number): Promise<vo
           );
         }
       },
-      { withPaths: [dir], memoryMb: 2048, log: () => {} },
+      {
+        withPaths: [dir],
+        memoryMb: 2048,
+        log: () => {},
+        modules: [...new Set(batch.flatMap((r) => r.modules ?? []))],
+      },
     ).catch((e) => {
       if (pending.length === before) throw e; // boot failed: nothing was tried
     });
@@ -220,6 +233,14 @@ async function labBatch(batch: Row[], offset: number, total: number): Promise<vo
  */
 async function applyOne(vm: LabVM, r: Row, pkg: string): Promise<void> {
   const dir = `/sys/kernel/ksplice/${r.id}`;
+  // A module fix needs its module loaded; one the guest cannot load (no such device) is not tried.
+  for (const m of r.modules ?? []) {
+    const load = await vm.exec(["modprobe", m], { timeoutMs: 120_000 });
+    if (load.code !== 0) {
+      r.load = `modprobe ${m}: ${(load.stderr || load.stdout).trim() || `exit ${load.code}`}`;
+      return;
+    }
+  }
   // busybox has no date +%N: time in centiseconds from /proc/uptime.
   const script = `
 cs() { read u _ </proc/uptime; echo "\${u%.*}\${u#*.}"; }
@@ -288,7 +309,10 @@ async function sh(vm: LabVM, cmd: string) {
 
 function decide(r: Row): void {
   const c = r.create;
-  if (c.result === "does_not_compile") {
+  if (r.load) {
+    r.outcome = "unloadable";
+    r.reason = `the lab cannot load the module: ${r.load}`;
+  } else if (c.result === "does_not_compile") {
     r.outcome = "alone";
     r.reason = `does not compile alone: ${firstLine(c.message)}`;
   } else if (c.result !== "ok") {
@@ -346,7 +370,8 @@ function report(): void {
           (r.outcome === "refused" && r.create.result === "unsupported_change")),
     ).length;
     const pct = pass + reaching ? ((100 * pass) / (pass + reaching)).toFixed(1) : "-";
-    return `${pass} passed, ${count("fail", state)} failed, ${count("busy", state)} busy (code_busy at apply), ${count("refused", state)} refused, ${count("alone", state)} do not compile alone; coverage ${pct}% of ${pass + reaching} that reach running code`;
+    const unloadable = count("unloadable", state);
+    return `${pass} passed, ${count("fail", state)} failed, ${count("busy", state)} busy (code_busy at apply), ${count("refused", state)} refused, ${count("alone", state)} do not compile alone${unloadable ? `, ${unloadable} in modules the lab cannot load` : ""}; coverage ${pct}% of ${pass + reaching} that reach running code`;
   };
   console.log();
   console.log(

@@ -7,6 +7,9 @@
  * plan as text commands to /sys/kernel/ksplice/control:
  *
  *   new ID MODNAME                 start an update whose code lives in module MODNAME (ksplice_*)
+ *   ID pin ADDR                    hold the loadable module whose __this_module is ADDR loaded
+ *                                  while the update exists (needed before patching or
+ *                                  referring to it)
  *   ID reloc DEST TYPE S A         fill a relocation in that module (while preparing)
  *   ID patch SITE NEW FSTART FSIZE NSTART NSIZE EXPECTED NAME
  *                                  at apply, write "jmp NEW" at SITE (FSTART or FSTART+5)
@@ -80,6 +83,7 @@ struct ks_patch {
 	unsigned long site, new, fstart, fsize, nstart, nsize;
 	u8 expected[JMP_LEN], jump[JMP_LEN];
 	char name[MAX_NAME];
+	char module[MODULE_NAME_LEN];	/* the module FSTART is in, "vmlinux" for the kernel image */
 };
 
 struct ks_update {
@@ -98,6 +102,8 @@ struct ks_update {
 	struct ks_patch *patches;
 	unsigned int npatches;
 	unsigned long *targets;		/* symbol values of the relocations written */
+	struct module **pins;		/* loadable modules it patches or refers to, held loaded */
+	unsigned int npins;
 	unsigned int ntargets;
 	unsigned long *hooks[NR_HOOKS];
 	unsigned int nhooks[NR_HOOKS];
@@ -266,6 +272,7 @@ static void update_release(struct kobject *kobj)
 	for (i = 0; i < NR_HOOKS; i++)
 		kfree(u->hooks[i]);
 	kfree(u->targets);
+	kfree(u->pins);
 	kfree(u->patches);
 	kfree(u->description);
 	kfree(u->conflicts);
@@ -318,6 +325,92 @@ static int cmd_new(const char *id, const char *modname)
 	return 0;
 }
 
+/* pinned: the module called NAME that u holds loaded (see cmd_pin), or NULL. */
+static struct module *pinned(struct ks_update *u, const char *name)
+{
+	unsigned int i;
+
+	for (i = 0; i < u->npins; i++)
+		if (!strcmp(u->pins[i]->name, name))
+			return u->pins[i];
+	return NULL;
+}
+
+/*
+ * module_named: the module kallsyms names for ADDR ("sym+off/size [mod]"), copied into BUF, or
+ * NULL for the kernel image. Callers hold preempt off or a reference, so the name stays valid.
+ */
+static char *module_named(unsigned long addr, char *buf)
+{
+	char *mod;
+
+	sprint_symbol(buf, addr);
+	mod = strstr(buf, " [");
+	if (!mod)
+		return NULL;
+	mod += 2;
+	mod[strcspn(mod, "] ")] = '\0';
+	return mod;
+}
+
+/*
+ * cmd_pin: "ID pin ADDR" holds the loadable module whose struct module is at ADDR (its
+ * __this_module, as kallsyms lists it) loaded for as long as update ID exists, so no jump ever
+ * points out of, or into, a module that was unloaded: rmmod of a pinned module fails ("in
+ * use"). Every module that a patch site or a relocation of the update lies in must be pinned
+ * first. Preemption stays off from the kallsyms check to the reference: a module's memory is
+ * freed only after an RCU grace period.
+ */
+static int cmd_pin(struct ks_update *u, char **argv)
+{
+	char sym[KSYM_SYMBOL_LEN], *name;
+	struct module *m;
+	unsigned long addr;
+	int ret;
+
+	if (parse_hex(argv[0], &addr))
+		return set_error("%s pin: expected ADDR (hex), a module's __this_module", u->id);
+	preempt_disable();
+	name = module_named(addr, sym);
+	m = (struct module *)addr;
+	if (!name || strncmp(sym, "__this_module+0x0/", 18) || strcmp(m->name, name)) {
+		preempt_enable();
+		return set_error("%s pin: %lx is not a module's __this_module (kallsyms says %s)",
+				 u->id, addr, sym);
+	}
+	if (m == u->mod || m == THIS_MODULE || ksplice_module_of((unsigned long)m->core_layout.base) ||
+	    pinned(u, name)) {
+		preempt_enable();
+		return 0;
+	}
+	if (!try_module_get(m)) {
+		preempt_enable();
+		return set_error("%s pin: module %s is going away", u->id, name);
+	}
+	preempt_enable();
+	ret = grow((void **)&u->pins, u->npins, sizeof(*u->pins));
+	if (ret) {
+		module_put(m);
+		return ret;
+	}
+	u->pins[u->npins++] = m;
+	return 0;
+}
+
+/* check_pinned: S, a relocation's symbol value, is in the kernel, a ksplice_ module or a pinned one. */
+static int check_pinned(struct ks_update *u, unsigned long s, unsigned long dest)
+{
+	char sym[KSYM_SYMBOL_LEN], *name;
+
+	name = module_named(s, sym);
+	if (!name || ksplice_module_of(s) || !strcmp(name, u->mod->name))
+		return 0;
+	if (!pinned(u, name))
+		return set_error("%s reloc at %lx: %lx (%s) is in module %s, which the update has not pinned",
+				 u->id, dest, s, sym, name);
+	return 0;
+}
+
 static int cmd_reloc(struct ks_update *u, char **argv)
 {
 	unsigned long dest, type, s;
@@ -361,6 +454,9 @@ static int cmd_reloc(struct ks_update *u, char **argv)
 	ret = grow((void **)&u->targets, u->ntargets, sizeof(*u->targets));
 	if (ret)
 		return ret;
+	ret = check_pinned(u, s, dest);
+	if (ret)
+		return ret;
 	ret = write_alias(dest, &buf, len);
 	if (ret)
 		return set_error("%s reloc at %lx: cannot map the page (%d)", u->id, dest, ret);
@@ -385,14 +481,16 @@ static struct ks_update *applied_overlap(struct ks_update *u, unsigned long site
 }
 
 /*
- * check_function: FSTART must be the start of a FSIZE-byte symbol of the kernel or of a ksplice_
- * module (a stacked update patches an earlier replacement), as kallsyms says.
+ * check_function: FSTART must be the start of a FSIZE-byte symbol of the kernel, of a loadable
+ * module's core text, or of a ksplice_ module (a stacked update patches an earlier replacement),
+ * as kallsyms says.
  */
 static int check_function(struct ks_update *u, const char *name, unsigned long fstart,
-			  unsigned long fsize)
+			  unsigned long fsize, char *module)
 {
 	char sym[KSYM_SYMBOL_LEN], *plus, *mod;
 	unsigned long size;
+	bool stacked;
 
 	sprint_symbol(sym, fstart);
 	plus = strstr(sym, "+0x0/0x");
@@ -400,17 +498,30 @@ static int check_function(struct ks_update *u, const char *name, unsigned long f
 		return set_error("%s patch %s: %lx is not the start of a symbol (kallsyms says %s)",
 				 u->id, name, fstart, sym);
 	mod = strchr(plus, ' ');
-	if (mod)
+	if (mod) {
 		*mod++ = '\0';
-	if (mod && !ksplice_module_of(fstart))
-		return set_error("%s patch %s: %s is in module %s, not the kernel or a ksplice_ module",
-				 u->id, name, sym, mod);
+		/* "[name]", or "[name buildid]" with CONFIG_STACKTRACE_BUILD_ID */
+		if (*mod == '[')
+			mod++;
+		mod[strcspn(mod, "] ")] = '\0';
+	}
+	strscpy(module, mod ? mod : "vmlinux", MODULE_NAME_LEN);
+	stacked = mod && ksplice_module_of(fstart);
+	if (mod && !stacked) {
+		struct module *m = pinned(u, mod);
+
+		if (!m)
+			return set_error("%s patch %s: %s is in module %s, which the update has not pinned",
+					 u->id, name, sym, mod);
+		if (!in_module(m, fstart, fsize, true))
+			return set_error("%s patch %s: %s is not in the text of module %s", u->id, name, sym, mod);
+	}
 	/*
-	 * In the kernel image the size must be kallsyms' own. A replacement in a ksplice_ module
-	 * (a stacked update) may end before its kallsyms size, which runs to the next symbol of
-	 * the module and can include padding.
+	 * In the kernel image and in a module the size must be kallsyms' own. A replacement in a
+	 * ksplice_ module (a stacked update) may end before its kallsyms size, which runs to the
+	 * next symbol of the module and can include padding.
 	 */
-	if (kstrtoul(plus + strlen("+0x0/0x"), 16, &size) || (mod ? fsize > size : size != fsize))
+	if (kstrtoul(plus + strlen("+0x0/0x"), 16, &size) || (stacked ? fsize > size : size != fsize))
 		return set_error("%s patch %s: size %lx differs from kallsyms %s", u->id, name, fsize, sym);
 	return 0;
 }
@@ -435,7 +546,7 @@ static int cmd_patch(struct ks_update *u, char **argv)
 	if (p.fsize < p.site - p.fstart + JMP_LEN)
 		return set_error("%s patch %s: function too small (%lx bytes) for a jump at %lx",
 				 u->id, p.name, p.fsize, p.site);
-	ret = check_function(u, p.name, p.fstart, p.fsize);
+	ret = check_function(u, p.name, p.fstart, p.fsize, p.module);
 	if (ret)
 		return ret;
 	if (!in_module(u->mod, p.nstart, p.nsize, true) || !span_has(p.new, 1, p.nstart, p.nsize))
@@ -480,8 +591,13 @@ static int cmd_hook(struct ks_update *u, char **argv)
 
 static void delete_update(struct ks_update *u)
 {
+	unsigned int i;
+
 	list_del(&u->list);
 	u->deleted = true;
+	for (i = 0; i < u->npins; i++)
+		module_put(u->pins[i]);
+	u->npins = 0;
 	module_put(u->mod);
 }
 
@@ -579,6 +695,8 @@ static int run_line(char *line, struct ks_update **gone)
 	if (u->stage != STAGE_PREPARING)
 		return set_error("%s %s: the update is %s; plans change only while preparing",
 				 u->id, argv[1], stage_names[u->stage]);
+	if (!strcmp(argv[1], "pin"))
+		return argc == 3 ? cmd_pin(u, argv + 2) : set_error("usage: ID pin ADDR");
 	if (!strcmp(argv[1], "reloc"))
 		return argc == 6 ? cmd_reloc(u, argv + 2) : set_error("usage: ID reloc DEST TYPE S A");
 	if (!strcmp(argv[1], "patch"))
@@ -1018,8 +1136,8 @@ static ssize_t patches_show(struct kobject *kobj, struct kobj_attribute *attr, c
 
 	mutex_lock(&ks_mutex);
 	for (i = 0; i < u->npatches; i++)
-		n += sysfs_emit_at(buf, n, "%s %lx %lx\n", u->patches[i].name,
-				   u->patches[i].site, u->patches[i].new);
+		n += sysfs_emit_at(buf, n, "%s %lx %lx %s\n", u->patches[i].name,
+				   u->patches[i].site, u->patches[i].new, u->patches[i].module);
 	mutex_unlock(&ks_mutex);
 	return n;
 }

@@ -28,6 +28,8 @@ export const ABORT_CODES = [
   "locked",
   "not_loaded",
   "load_failed",
+  "module_missing",
+  "module_not_loaded",
   "already_applied",
   "not_applied",
   "no_match",

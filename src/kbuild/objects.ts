@@ -147,6 +147,33 @@ export class ObjectMap {
     return combine(dirState, state);
   }
 
+  /**
+   * moduleOf names the loadable module an object built as =m ends up in: the object itself
+   * (`obj-m += foo.o` makes foo.ko) or the composite that lists it (`overlay-objs := super.o`
+   * makes overlay.ko). The name is the kernel's (dashes as underscores); undefined when no
+   * module takes the object.
+   */
+  moduleOf(object: string, depth = 0): string | undefined {
+    if (depth > 6) return undefined;
+    let owner = parentOf(object);
+    let rel = basename(object);
+    while (owner !== "" && this.makefile(owner) === null) {
+      rel = `${basename(owner)}/${rel}`;
+      owner = parentOf(owner);
+    }
+    const has = (k: string) => this.lists(owner, k).includes(rel);
+    if (has("obj-m")) return basename(rel, ".o").replace(/-/g, "_");
+    for (const [k] of this.makefile(owner)?.vars ?? []) {
+      const m = /^(.+)-(y|objs|m)$/.exec(k);
+      if (!m || m[1] === "obj" || m[1] === "lib" || !has(k)) continue;
+      const composite = `${owner ? `${owner}/` : ""}${m[1]}.o`;
+      if (this.objectState(owner, `${m[1]}.o`) !== "m") continue;
+      const mod = this.moduleOf(composite, depth + 1);
+      if (mod) return mod;
+    }
+    return undefined;
+  }
+
   /** sourceState tells how a .c file (relative path) is built, as an object of its own. */
   sourceState(path: string): BuildState {
     return this.objectState(parentOf(path), basename(path).replace(/\.c$/, ".o"));
@@ -343,28 +370,40 @@ export function sourcesIncluding(root: string, header: string): string[] {
   return out.sort();
 }
 
-/** pickObjects maps changed files to the built-in objects to compile, refusing what cannot be patched. */
-export function pickObjects(root: string, config: KernelConfig, files: string[]): string[] {
+/** PickedObject is an object to build: part of vmlinux, or of the loadable module named. */
+export interface PickedObject {
+  object: string;
+  module?: string;
+}
+
+/** pickObjects maps changed files to the objects to compile (built in or in modules), refusing what cannot be patched. */
+export function pickObjects(root: string, config: KernelConfig, files: string[]): PickedObject[] {
   const map = new ObjectMap(root, config);
-  const objects = new Set<string>();
+  const objects = new Map<string, string | undefined>();
+  const add = (object: string, state: BuildState) => {
+    if (state === "y") return void objects.set(object, undefined);
+    const module = map.moduleOf(object);
+    if (!module)
+      throw new UserError(
+        `${object} is built as a loadable module (=m in .config), but ksplice cannot tell which module from the Makefiles`,
+        { code: "module_patch" },
+      );
+    objects.set(object, module);
+  };
   const ignored: string[] = [];
   for (const f of files) {
     if (f.endsWith(".c")) {
-      const objs = map.objectsOf(f);
-      for (const o of objs) if (o.state === "y") objects.add(o.object);
-      if (objs.some((o) => o.state === "m") && !objs.some((o) => o.state === "y"))
-        throw new UserError(
-          `${f} is built as a loadable module (=m in .config); patching modules is not supported yet`,
-          { code: "module_patch" },
-        );
-      if (!objs.some((o) => o.state === "y")) ignored.push(f);
+      const objs = map.objectsOf(f).filter((o) => o.state !== "n");
+      for (const o of objs) add(o.object, o.state);
+      if (objs.length === 0) ignored.push(f);
     } else if (f.endsWith(".h")) {
       const deps =
         dependentsFromCmdFiles(root, f) ??
         sourcesIncluding(root, f)
           .filter((c) => map.sourceState(c) === "y")
           .map(objectFor);
-      for (const d of deps) objects.add(d);
+      // A header's dependents are built-in objects (modules including it are not patched yet).
+      for (const d of deps) if (!objects.has(d)) objects.set(d, undefined);
       if (deps.length === 0) ignored.push(f);
     } else if (/\.(S|s)$/.test(f)) {
       const st = map.sourceState(f.replace(/\.[Ss]$/, ".c"));
@@ -392,5 +431,7 @@ export function pickObjects(root: string, config: KernelConfig, files: string[])
       `the patch affects ${objects.size} objects (a widely included header?): too many for one update`,
       { code: "unsupported_change" },
     );
-  return [...objects].sort();
+  return [...objects]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([object, module]) => (module ? { object, module } : { object }));
 }

@@ -6,13 +6,13 @@
 //   the core applies under stop_machine.
 // Nothing here writes kernel memory: the core module does, after checking the plan again.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { ElfFile } from "../elf/reader.js";
 import { type AbortCode, UserError } from "../errors.js";
 import { runningIdentity } from "../live/identity.js";
 import { Kallsyms } from "../live/kallsyms.js";
 import { kcoreMemory } from "../live/memory.js";
-import { moduleName } from "../package/id.js";
+import { isUpdateModule, moduleName } from "../package/id.js";
 import type { Manifest, ManifestTarget } from "../package/manifest.js";
 import { openPackage } from "../package/package.js";
 import { type MatchedFunction, RunPre } from "../runpre/match.js";
@@ -35,7 +35,7 @@ export interface ApplyResult {
   id: string;
   description: string;
   status: UpdateStatus;
-  targets: Array<{ name: string; object: string; addr: string; via?: string }>;
+  targets: Array<{ name: string; object: string; module?: string; addr: string; via?: string }>;
   loadedCore: boolean;
   /** With --partial: targets left out because their running code differs. */
   skipped: Array<{ name: string; object: string; reason: string }>;
@@ -162,6 +162,61 @@ interface Matching {
   skipped: ApplyResult["skipped"];
   /** Address of each of the manifest's relocations' symbols, in order. */
   symbols: bigint[];
+  /** __this_module of each loadable module the update patches or refers to: the core pins them. */
+  pins: bigint[];
+}
+
+/**
+ * Step: every module the update has targets in must be loaded now. One that is installed but
+ * not loaded cannot be patched yet (a later load is not followed); one that is not even
+ * installed is named as missing.
+ */
+function checkModules(m: Manifest, kallsyms: Kallsyms, release: string): void {
+  const loaded = new Set(kallsyms.entries.map((e) => e.module));
+  for (const mod of new Set(m.objects.flatMap((o) => (o.module ? [o.module] : [])))) {
+    if (loaded.has(mod)) continue;
+    if (!moduleInstalled(mod, release))
+      throw new UserError(
+        `update ${m.id} patches module ${mod}, which is neither loaded nor installed in /lib/modules/${release}`,
+        { code: "module_missing" },
+      );
+    throw new UserError(
+      `update ${m.id} patches module ${mod}, which is not loaded: load it (modprobe ${mod}) and apply again; following a module loaded later is not supported yet`,
+      { code: "module_not_loaded" },
+    );
+  }
+}
+
+/** moduleInstalled tells whether /lib/modules/RELEASE lists a module of that name (modules.dep). */
+function moduleInstalled(module: string, release: string): boolean {
+  const want = module.replace(/-/g, "_");
+  for (const list of ["modules.dep", "modules.order"]) {
+    let text: string;
+    try {
+      text = readFileSync(`/lib/modules/${release}/${list}`, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n")) {
+      const path = line.split(":")[0].trim();
+      if (
+        path &&
+        basename(path)
+          .replace(/\.ko(\.\w+)?$/, "")
+          .replace(/-/g, "_") === want
+      )
+        return true;
+    }
+  }
+  return false;
+}
+
+/** pinsFor lists the __this_module of each loadable module holding a target or a relocation's symbol. */
+function pinsFor(m: Manifest, kallsyms: Kallsyms, symbols: bigint[]): bigint[] {
+  const modules = new Set(m.objects.flatMap((o) => (o.module ? [o.module] : [])));
+  for (const addr of symbols)
+    for (const e of kallsyms.at(addr)) if (e.module && !isUpdateModule(e.module)) modules.add(e.module);
+  return [...modules].sort().map((mod) => kallsyms.one("__this_module", mod));
 }
 
 /** Step: the core module is loaded (from the package when it is not); true when loaded now. */
@@ -190,10 +245,13 @@ async function clearLeftover(core: Core, id: string): Promise<void> {
  * out, as long as one matches.
  */
 function matchTargets(m: Manifest, dir: string, partial: boolean): Matching {
+  const kallsyms = Kallsyms.read();
+  checkModules(m, kallsyms, runningIdentity().release);
   const mem = kcoreMemory();
   try {
-    const runpre = new RunPre(Kallsyms.read(), mem);
-    for (const o of m.objects) runpre.addObject(o.path, ElfFile.parse(readFileSync(join(dir, o.pre)), o.pre));
+    const runpre = new RunPre(kallsyms, mem);
+    for (const o of m.objects)
+      runpre.addObject(o.path, ElfFile.parse(readFileSync(join(dir, o.pre)), o.pre), o.module);
     const matched: MatchedTarget[] = [];
     const skipped: ApplyResult["skipped"] = [];
     for (const target of m.targets) {
@@ -212,7 +270,7 @@ function matchTargets(m: Manifest, dir: string, partial: boolean): Matching {
         { code: "no_match" },
       );
     const symbols = m.relocations.map((r) => runpre.addressOf(r.object, r.preSymbol, r.local));
-    return { matched, skipped, symbols };
+    return { matched, skipped, symbols, pins: pinsFor(m, kallsyms, symbols) };
   } finally {
     mem.close();
   }
@@ -254,13 +312,14 @@ async function planJumps(matched: MatchedTarget[], sections: ModuleSections): Pr
 async function handToCore(
   core: Core,
   m: Manifest,
-  plan: { relocs: Reloc[]; patches: Patch[]; sections: ModuleSections },
+  plan: { pins: bigint[]; relocs: Reloc[]; patches: Patch[]; sections: ModuleSections },
   log: (line: string) => void,
   undo: Array<() => Promise<void>>,
 ): Promise<UpdateStatus> {
   try {
     await core.newUpdate(m.id, m.module.name);
     undo.push(() => core.remove(m.id));
+    await core.pin(m.id, plan.pins);
     await core.reloc(m.id, plan.relocs);
     await core.patch(m.id, plan.patches);
     for (const h of m.hooks)
@@ -293,12 +352,12 @@ export async function applyUpdate(opts: {
       const loadedCore = await ensureCore(core, m, pkg.dir);
       await clearLeftover(core, m.id);
       opts.log(`matching ${m.targets.length} function(s) against the running kernel`);
-      const { matched, skipped, symbols } = matchTargets(m, pkg.dir, opts.partial ?? false);
+      const { matched, skipped, symbols, pins } = matchTargets(m, pkg.dir, opts.partial ?? false);
       undo.push(await loadUpdateModule(host, m, pkg.dir));
       const sections = new ModuleSections(m.module.name, host);
       const relocs = await planRelocs(m, symbols, sections);
       const patches = await planJumps(matched, sections);
-      const status = await handToCore(core, m, { relocs, patches, sections }, opts.log, undo);
+      const status = await handToCore(core, m, { pins, relocs, patches, sections }, opts.log, undo);
       undo.length = 0;
       return {
         id: m.id,
@@ -306,9 +365,10 @@ export async function applyUpdate(opts: {
         status,
         loadedCore,
         skipped,
-        targets: matched.map(({ fn }) => ({
+        targets: matched.map(({ fn, target }) => ({
           name: fn.name,
           object: fn.object,
+          ...(target.module ? { module: target.module } : {}),
           addr: `0x${fn.addr.toString(16)}`,
           ...(fn.via ? { via: fn.via.module } : {}),
         })),

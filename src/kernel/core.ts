@@ -74,7 +74,8 @@ export interface UpdateStatus {
   tries: number;
   appliedAt: number;
   description: string;
-  patches: { name: string; site: bigint; newAddr: bigint }[];
+  /** Each jump: the function, where, to where, and the image it is in ("vmlinux" or a module). */
+  patches: { name: string; site: bigint; newAddr: bigint; module?: string }[];
 }
 
 /** CoreError is a refusal by the core module (code = its abort cause) or a failure around it. */
@@ -175,8 +176,13 @@ export function parseStatus(id: string, files: Record<string, string>): UpdateSt
     appliedAt: Number((files.applied_at ?? "0").trim()),
     description: (files.description ?? "").replace(/\n$/, ""),
     patches: lines(files.patches).map((l) => {
-      const [name, site, newAddr] = l.trim().split(/\s+/);
-      return { name, site: BigInt(`0x${site}`), newAddr: BigInt(`0x${newAddr}`) };
+      const [name, site, newAddr, module] = l.trim().split(/\s+/);
+      return {
+        name,
+        site: BigInt(`0x${site}`),
+        newAddr: BigInt(`0x${newAddr}`),
+        ...(module ? { module } : {}),
+      };
     }),
   };
 }
@@ -272,6 +278,11 @@ export class Core {
   /** patch adds jumps to write at apply. */
   async patch(id: string, patches: Patch[]): Promise<void> {
     await this.control(patches.map((p) => patchLine(id, p)));
+  }
+
+  /** pin holds a loadable module loaded while the update exists; addr is its __this_module. */
+  async pin(id: string, addrs: bigint[]): Promise<void> {
+    await this.control(addrs.map((a) => `${id} pin ${hex(a)}`));
   }
 
   /** hook registers a hook function at addr for the given point. */

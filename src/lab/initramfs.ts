@@ -23,6 +23,7 @@ import { UserError } from "../errors.js";
 import { buildFileAtomic, readJson, writeJsonAtomic } from "../files.js";
 import { mustRunSync } from "../proc.js";
 import { CpioWriter } from "./cpio.js";
+import type { ModuleSet } from "./modules.js";
 
 /** Where the agent lives in the guest. */
 export const GUEST_AGENT = "/ksplice-lab/agent.mjs";
@@ -147,6 +148,8 @@ export interface RunLayer {
   withPaths: string[];
   /** Seconds without a frame from the host after which the guest powers itself off. */
   watchdogSeconds: number;
+  /** Modules of the image to carry under /lib/modules/RELEASE (modprobe works for them). */
+  modules?: ModuleSet;
 }
 
 /** initScript is the guest's /init: mounts, raw serial, then the agent; powers off when it ends. */
@@ -200,6 +203,7 @@ export function buildInitrd(base: string, out: string, layer: RunLayer): void {
     for (const name of ["ksplice", "ksplice-apply", "ksplice-undo", "ksplice-view"])
       w.symlink(`/usr/local/bin/${name}`, join(repo, "bin", name));
     for (const p of layer.withPaths) addWithPath(w, p);
+    if (layer.modules) addModules(w, layer.modules);
     w.end();
   } finally {
     closeSync(fd);
@@ -249,4 +253,16 @@ export function addWithPath(w: CpioWriter, path: string): void {
     if (i < parts.length - 1) w.dir(cur);
     else w.tree(cur, cur, (name) => name.includes(".partial-"));
   }
+}
+
+/** addModules carries modules of the image at /lib/modules/RELEASE, with their modules.dep. */
+function addModules(w: CpioWriter, set: ModuleSet): void {
+  // /lib is the merged-/usr link to usr/lib in the guest.
+  const root = `/usr/lib/modules/${set.release}`;
+  for (const rel of set.files) {
+    w.dir(dirname(`${root}/${rel}`));
+    w.hostFile(join(set.modulesDir, rel), `${root}/${rel}`);
+  }
+  w.dir(root);
+  w.file(`${root}/modules.dep`, set.dep);
 }

@@ -13,6 +13,7 @@ import { cacheRoot } from "../files.js";
 import { type Accel, chooseAccel, PROBE_TIMEOUT_MS } from "./accel.js";
 import { labRoot } from "./cache.js";
 import { baseInitramfs, buildInitrd } from "./initramfs.js";
+import { resolveModules } from "./modules.js";
 import { type LabPaths, prepareLab } from "./prepare.js";
 import { encodeFrame, FrameDecoder, type Reply, type Request } from "./protocol.js";
 
@@ -24,6 +25,8 @@ export interface BootOptions {
   env?: NodeJS.ProcessEnv;
   /** Host paths visible at the same absolute path in the guest. */
   withPaths?: string[];
+  /** Modules of the lab kernel's image to carry (with their dependencies), for modprobe in the guest. */
+  modules?: string[];
   smp?: number;
   memoryMb?: number;
   /** Extra kernel command-line words (e.g. `nokaslr`). */
@@ -116,7 +119,13 @@ export class LabVM {
     const dir = mkdtempSync(join(tmpdir(), "ksplice-lab-"));
     const watchdogSeconds = 30;
     try {
-      buildInitrd(base, join(dir, "initrd.cpio"), { withPaths: opts.withPaths ?? [], watchdogSeconds });
+      buildInitrd(base, join(dir, "initrd.cpio"), {
+        withPaths: opts.withPaths ?? [],
+        watchdogSeconds,
+        modules: opts.modules?.length
+          ? resolveModules(paths.modulesDir, paths.release, opts.modules)
+          : undefined,
+      });
     } catch (err) {
       rmSync(dir, { recursive: true, force: true });
       throw err;

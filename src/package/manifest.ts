@@ -7,8 +7,13 @@
 // everything apply needs to know. formatVersion changes when a reader of an older version could
 // misunderstand a newer manifest.
 
-/** FORMAT_VERSION is the manifest version this tool writes and reads. */
-export const FORMAT_VERSION = 1;
+/**
+ * FORMAT_VERSION is the manifest version this tool writes. Version 2 added targets in loadable
+ * modules (`module` on objects and targets), which a version-1 reader would look for in the
+ * kernel image; READABLE_VERSIONS are those it reads.
+ */
+export const FORMAT_VERSION = 2;
+export const READABLE_VERSIONS: readonly number[] = [1, 2];
 
 /** HOOK_KINDS names the points where the core calls an update's hooks (kmod/ksplice.c's order). */
 export const HOOK_KINDS = [
@@ -68,6 +73,8 @@ export interface ManifestTarget {
   preChecksum: string;
   /** The replacement: function name and section in the update module. */
   replacement: { name: string; section: string; size: number };
+  /** The loadable module the function is in; absent for the kernel image. */
+  module?: string;
 }
 
 /** ManifestHook is a function of the update module the core calls at a hook point. */
@@ -98,7 +105,8 @@ export interface Manifest {
   applied: Array<{ name: string; sha256: string }>;
   module: { name: string; file: string };
   core: { file: string } | null;
-  objects: Array<{ path: string; pre: string }>;
+  /** Pre objects, each with the loadable module it is part of (absent for the kernel image). */
+  objects: Array<{ path: string; pre: string; module?: string }>;
   targets: ManifestTarget[];
   newFunctions: Array<{ name: string; object: string; section: string; size: number }>;
   newData: Array<{ name: string; object: string; section: string; size: number }>;

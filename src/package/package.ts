@@ -18,7 +18,7 @@ import { dirname, join, normalize } from "node:path";
 import * as tar from "tar";
 import { UserError } from "../errors.js";
 import { isValidId } from "./id.js";
-import { FORMAT_VERSION, HOOK_KINDS, isKernelRelocType, type Manifest } from "./manifest.js";
+import { HOOK_KINDS, isKernelRelocType, type Manifest, READABLE_VERSIONS } from "./manifest.js";
 
 const bad = (msg: string) => new UserError(msg, { code: "bad_package" });
 
@@ -122,9 +122,9 @@ export function verifyDir(dir: string, name: string): Manifest {
     throw bad(`${name}: manifest.json is not valid JSON: ${(e as Error).message}`);
   }
   if (m?.format !== "ksplice-update") throw bad(`${name}: manifest.json is not a ksplice update manifest`);
-  if (m.formatVersion !== FORMAT_VERSION)
+  if (!READABLE_VERSIONS.includes(m.formatVersion))
     throw bad(
-      `${name}: manifest format version ${m.formatVersion} is not supported (this ksplice reads version ${FORMAT_VERSION}); use a matching ksplice`,
+      `${name}: manifest format version ${m.formatVersion} is not supported (this ksplice reads versions ${READABLE_VERSIONS.join(", ")}); use a matching ksplice`,
     );
   if (!isValidId(m.id)) throw bad(`${name}: manifest has an invalid id ${JSON.stringify(m.id)}`);
   for (const k of ["kernel", "module", "targets", "relocations", "hooks", "files", "objects"] as const)

@@ -52,6 +52,8 @@ export interface MatchedFunction {
 
 interface PreObject {
   name: string;
+  /** The loadable module the object is part of; undefined for the kernel image. */
+  module?: string;
   elf: ElfFile;
   units: ObjectUnits;
   sites: Map<number, Site[]>;
@@ -60,7 +62,7 @@ interface PreObject {
 /** A fact one comparison learned, committed only if the candidate is taken. */
 type Fact =
   | { kind: "base"; obj: PreObject; section: ElfSection; addr: bigint; why: string }
-  | { kind: "global"; name: string; addr: bigint; why: string };
+  | { kind: "global"; name: string; image: string; addr: bigint; why: string };
 
 /**
  * Miss is why one candidate place did not match: the running code differs (`code`), a
@@ -88,10 +90,11 @@ export class RunPre {
     readonly memory: LiveMemory,
   ) {}
 
-  /** addObject registers a pre object (as the kernel's build made it) under its path. */
-  addObject(name: string, elf: ElfFile): void {
+  /** addObject registers a pre object (as the kernel's build made it) under its path, and its module if any. */
+  addObject(name: string, elf: ElfFile, module?: string): void {
     this.objects.set(name, {
       name,
+      module,
       elf,
       units: new ObjectUnits(elf, { branches: false }),
       sites: sitesOf(elf),
@@ -129,7 +132,7 @@ export class RunPre {
     const base = this.bases.get(this.baseKey(obj, unit.section));
     const inKernel = this.kallsyms
       .named(unit.name)
-      .filter((e) => e.module === undefined && TEXT_TYPES.test(e.type));
+      .filter((e) => e.module === obj.module && TEXT_TYPES.test(e.type));
     const candidates = base !== undefined ? [base + BigInt(unit.start)] : inKernel.map((e) => e.addr);
     if (candidates.length === 0)
       throw new UserError(
@@ -164,7 +167,7 @@ export class RunPre {
       for (const sib of obj.units.unitsIn(unit.section)) {
         if (sib === unit || sib.kind !== "func" || sib.size === 0) continue;
         if (
-          this.kallsyms.named(sib.name).filter((e) => e.module === undefined && TEXT_TYPES.test(e.type))
+          this.kallsyms.named(sib.name).filter((e) => e.module === obj.module && TEXT_TYPES.test(e.type))
             .length !== 1
         )
           continue;
@@ -185,9 +188,9 @@ export class RunPre {
   private commit(obj: PreObject, unit: Unit, addr: bigint, res: Accepted): MatchedFunction {
     for (const f of res.facts) {
       if (f.kind === "base") this.bases.set(this.baseKey(f.obj, f.section), f.addr);
-      else this.globals.set(f.name, f.addr);
+      else this.globals.set(globalKey(f.image, f.name), f.addr);
     }
-    const module = res.via ? this.moduleOf(res.runs) : undefined;
+    const module = res.via ? this.moduleOf(res.runs) : obj.module;
     const m: MatchedFunction = {
       object: obj.name,
       name: unit.name,
@@ -273,7 +276,8 @@ export class RunPre {
       miss: { at, reason, kind },
     });
     const learn = (f: Fact): string | undefined => {
-      const known = f.kind === "base" ? this.knownBase(f.obj, f.section) : this.globals.get(f.name);
+      const known =
+        f.kind === "base" ? this.knownBase(f.obj, f.section) : this.globals.get(globalKey(f.image, f.name));
       if (known !== undefined)
         return known === f.addr
           ? undefined
@@ -283,7 +287,7 @@ export class RunPre {
           g.kind === f.kind &&
           (f.kind === "base"
             ? g.kind === "base" && g.obj === f.obj && g.section === f.section
-            : g.kind === "global" && g.name === f.name);
+            : g.kind === "global" && g.name === f.name && g.image === f.image);
         if (same)
           return g.addr === f.addr
             ? undefined
@@ -414,7 +418,13 @@ export class RunPre {
     const why = `the reference to ${describe(t)} in ${fn}+${hex(r.offset)}`;
     switch (t.kind) {
       case "symbol":
-        return learn({ kind: "global", name: t.name, addr: BigInt.asUintN(64, sa - t.addend), why });
+        return learn({
+          kind: "global",
+          name: t.name,
+          image: obj.module ?? "",
+          addr: BigInt.asUintN(64, sa - t.addend),
+          why,
+        });
       case "unit": {
         if ((t.unit.section.flags & BigInt(SHF.MERGE)) !== 0n) return undefined;
         return learn({
@@ -453,7 +463,7 @@ export class RunPre {
   /** checkKallsyms rejects a fact that contradicts /proc/kallsyms. */
   private checkKallsyms(f: Fact): string | undefined {
     if (f.kind === "global") {
-      const all = this.kallsyms.named(f.name).filter((e) => e.module === undefined);
+      const all = this.globalCandidates(f.name, f.image || undefined).flat();
       if (all.length && !all.some((e) => e.addr === f.addr))
         return `${f.why}: it points to ${hex(f.addr)}, but kallsyms has ${f.name} at ${all.map((e) => hex(e.addr)).join(", ")}`;
       return undefined;
@@ -463,7 +473,7 @@ export class RunPre {
     for (const u of obj.units.unitsIn(f.section)) {
       // A weak default's name belongs to its override; a size-less label proves nothing.
       if (u.symbol.bind === STB.WEAK || u.size === 0) continue;
-      const all: KallsymsEntry[] = this.kallsyms.named(u.name).filter((e) => e.module === undefined);
+      const all: KallsymsEntry[] = this.kallsyms.named(u.name).filter((e) => e.module === obj.module);
       if (all.length === 0) continue;
       const want = f.addr + BigInt(u.start);
       if (!all.some((e) => e.addr === want))
@@ -473,16 +483,32 @@ export class RunPre {
   }
 
   /**
+   * globalCandidates lists the kallsyms entries a global name can mean from code of `module`
+   * (undefined: the kernel image), nearest first: the module's own, the kernel's, other
+   * modules' (what it may import). Code of the kernel image sees only the kernel's.
+   */
+  private globalCandidates(name: string, module: string | undefined): KallsymsEntry[][] {
+    const all = this.kallsyms.named(name).filter((e) => !isUpdateModule(e.module));
+    if (module === undefined) return [all.filter((e) => e.module === undefined)];
+    return [
+      all.filter((e) => e.module === module),
+      all.filter((e) => e.module === undefined),
+      all.filter((e) => e.module !== undefined && e.module !== module),
+    ];
+  }
+
+  /**
    * addressOf returns the running address of a symbol the new code refers to: a symbol of the
    * pre object `object` (local: learned by matching, never guessed from a name), or a global.
    */
   addressOf(object: string, name: string, local: boolean): bigint {
     const obj = this.object(object);
     if (!local) {
-      const known = this.globals.get(name);
+      const known = this.globals.get(globalKey(obj.module ?? "", name));
       if (known !== undefined) return known;
-      const all = this.kallsyms.named(name).filter((e) => e.module === undefined);
-      const unique = [...new Set(all.map((e) => e.addr))];
+      // The nearest image that has the name decides: the object's module, then the kernel, then other modules.
+      const tiers = this.globalCandidates(name, obj.module).filter((t) => t.length > 0);
+      const unique = [...new Set((tiers[0] ?? []).map((e) => e.addr))];
       if (unique.length === 1) return unique[0];
       const u = this.unit(obj, name);
       if (!u)
@@ -561,4 +587,9 @@ function decodeAt(bytes: Uint8Array, offset: number): Insn | undefined {
   const one = decode(bytes.subarray(offset, Math.min(bytes.length, offset + 15)), BigInt(offset))[0];
   if (!one) return undefined;
   return { ...one, offset, target: one.target === undefined ? undefined : one.target + BigInt(offset) };
+}
+
+/** globalKey names a global as seen from one image ("" for the kernel, else a module's name). */
+function globalKey(image: string, name: string): string {
+  return `${image}\0${name}`;
 }

@@ -38,6 +38,8 @@ const MEMINIT_SECTIONS = /^\.meminit\./;
 export interface ClassifyOptions {
   /** CONFIG_MEMORY_HOTPLUG: __meminit code and data are kept after boot. */
   memoryHotplug: boolean;
+  /** The loadable module the object is part of, if any (its __exit code runs at unload). */
+  module?: string;
 }
 // Sections whose code must not be patched: it runs where a jump cannot be trusted.
 const NO_PATCH_SECTIONS = /^\.(noinstr|entry)\.text|^\.cpuidle\.text|^\.head\.text|^\.static_call\.text/;
@@ -49,7 +51,9 @@ const COPIED_DATA_SECTIONS = /^__dyndbg|^\.rodata\.__func__|^__tracepoint_str|^\
 const DISCARDED = /^\.discard|^\.modinfo$/;
 
 /** initReason says why a change in an __init/__exit section cannot reach the running kernel. */
-function initReason(section: string, what: "changes" | "adds"): string {
+function initReason(section: string, what: "changes" | "adds", module?: string): string {
+  if (module)
+    return `${what} __init code or data (${section}) of module ${module}, which ran when the module was loaded and was freed`;
   return /^\.exit(call)?\./.test(section)
     ? `${what} __exit code or data (${section}), which never runs in code built into the kernel`
     : `${what} __init code or data (${section}), which ran at boot and was freed`;
@@ -65,8 +69,11 @@ export function classify(
   diff: ObjectDiff,
   opts: ClassifyOptions = { memoryHotplug: true },
 ): ObjectPlan {
+  // A module keeps its __exit code (it runs at rmmod): a change there is refused, not left out.
+  const isExit = (sec: string) => /^\.exit(call)?\./.test(sec);
   const isInit = (sec: string) =>
-    INIT_SECTIONS.test(sec) || (!opts.memoryHotplug && MEMINIT_SECTIONS.test(sec));
+    (INIT_SECTIONS.test(sec) && !(opts.module && isExit(sec))) ||
+    (!opts.memoryHotplug && MEMINIT_SECTIONS.test(sec));
   const refusals: Refusal[] = [];
   const refuse = (symbol: string, reason: string) => refusals.push({ object, symbol, reason });
   const ignored: Ignored[] = [];
@@ -102,7 +109,12 @@ export function classify(
   };
   for (const c of diff.changed) {
     const sec = c.pre.section.name;
-    if (isInit(sec)) ignore(c.post.name, initReason(sec, "changes"));
+    if (isInit(sec)) ignore(c.post.name, initReason(sec, "changes", opts.module));
+    else if (opts.module && isExit(sec))
+      refuse(
+        c.post.name,
+        `changes __exit code (${sec}) of module ${opts.module}, which runs when it is unloaded: not supported yet`,
+      );
     else if (NO_PATCH_SECTIONS.test(sec))
       refuse(c.post.name, `changes code in ${sec}, which cannot be patched safely`);
     else replaced.push({ pre: c.pre, post: c.post });
@@ -116,7 +128,7 @@ export function classify(
     }
     if (/^\.data\.\.ro_after_init/.test(sec))
       refuse(c.post.name, `changes __ro_after_init data (${sec}), which is read-only once boot ends`);
-    else if (isInit(sec)) ignore(c.post.name, initReason(sec, "changes"));
+    else if (isInit(sec)) ignore(c.post.name, initReason(sec, "changes", opts.module));
     else {
       const what = `changes initialised data (${c.difference.reason} at +0x${c.difference.offset.toString(16)}): replacing code does not change the running kernel's value of ${c.post.name}`;
       const why = isWritable(c.post) ? "writable" : copyConst(c.post);
@@ -155,7 +167,7 @@ export function classify(
     if (!postExports.has(name))
       ignore(name, "removes an export, and the running kernel keeps exporting the code it had for modules");
   for (const u of [...diff.added, ...diff.addedData])
-    if (isInit(u.section.name)) ignore(u.name, initReason(u.section.name, "adds"));
+    if (isInit(u.section.name)) ignore(u.name, initReason(u.section.name, "adds", opts.module));
   const hooks = findHooks(object, diff);
   refusals.push(...hooks.refusals);
   return {

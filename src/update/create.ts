@@ -110,6 +110,8 @@ class Run {
     readonly tree: KernelTree,
     readonly patches: Patch[],
     readonly objects: string[],
+    /** The loadable module of each object built as part of one (vmlinux objects are absent). */
+    readonly modules: Map<string, string>,
     readonly work: string,
   ) {}
 
@@ -206,7 +208,10 @@ async function buildDiffed(run: Run, pre: BuildView): Promise<void> {
 async function diffAndClassify(run: Run): Promise<{ useful: ObjectPlan[]; ignored: Ignored[] }> {
   const memoryHotplug = run.tree.config.get("CONFIG_MEMORY_HOTPLUG") === "y";
   const plans = run.objects.map((obj) =>
-    classify(obj, diffObjects(run.load("prefs", obj), run.load("post", obj)), { memoryHotplug }),
+    classify(obj, diffObjects(run.load("prefs", obj), run.load("post", obj)), {
+      memoryHotplug,
+      module: run.modules.get(obj),
+    }),
   );
   const refusals = plans.flatMap((p) => p.refusals);
   if (refusals.length) throw refusalError(refusals);
@@ -282,6 +287,10 @@ function manifestFor(
 ): Manifest {
   const { id, patches } = run;
   const each = <T>(f: (e: Extracted) => T[]) => extracted.flatMap(f);
+  const inModule = (e: Extracted) => {
+    const module = run.modules.get(e.plan.object);
+    return module ? { module } : {};
+  };
   return {
     format: "ksplice-update",
     formatVersion: FORMAT_VERSION,
@@ -294,8 +303,8 @@ function manifestFor(
     applied: patches.filter((p) => p.applied).map((p) => ({ name: p.name, sha256: sha256(p.text) })),
     module: { name: moduleName(id), file: meta.modFile },
     core: meta.core ? { file: "ksplice.ko" } : null,
-    objects: extracted.map((e) => ({ path: e.plan.object, pre: `pre/${e.plan.object}` })),
-    targets: each((e) => e.ext.targets),
+    objects: extracted.map((e) => ({ path: e.plan.object, pre: `pre/${e.plan.object}`, ...inModule(e) })),
+    targets: each((e) => e.ext.targets.map((t) => ({ ...t, ...inModule(e) }))),
     newFunctions: each((e) =>
       e.ext.extraction.functions
         .filter((f) => !f.replaces)
@@ -353,10 +362,13 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     );
   const patches = await pass("read patches", () => readPatches(o));
   const changed = patches.filter((p) => !p.applied).flatMap((p) => p.files.map((x) => x.path));
-  const objects = await pass("pick objects", () => pickObjects(tree.dir, tree.config, changed));
+  const picked = await pass("pick objects", () => pickObjects(tree.dir, tree.config, changed));
+  const objects = picked.map((p) => p.object);
+  const modules = new Map(picked.flatMap((p) => (p.module ? [[p.object, p.module] as const] : [])));
+  for (const [obj, mod] of modules) o.log(`${obj} is part of module ${mod}`);
 
   const work = mkdtempSync(join(tmpdir(), `ksplice-create-${id}-`));
-  const run = new Run(timings, o, id, tree, patches, objects, work);
+  const run = new Run(timings, o, id, tree, patches, objects, modules, work);
   try {
     const pre = await pass("open build view", () => openPreView(run));
     await pass("build pre", () => buildPre(run, pre));

@@ -173,29 +173,29 @@ test("dirState follows the root Kbuild, arch/x86/Makefile and each parent", () =
   assert.equal(map.dirState("samples"), "n");
 });
 
-test("pickObjects: the built-in objects a patch's files touch, and the refusals", () => {
+test("pickObjects: the objects a patch's files touch, built in or in a module, and the refusals", () => {
   const root = fakeTree();
   writeFileSync(join(root, "kernel/sys.h"), "");
   writeFileSync(join(root, "kernel/sys.c"), '#include "sys.h"\n');
   const pick = (...files: string[]) => pickObjects(root, config, files);
   assert.deepEqual(pick("kernel/sys.c", "kernel/sched/cpufreq_schedutil.c"), [
-    "kernel/sched/build_utility.o",
-    "kernel/sys.o",
+    { object: "kernel/sched/build_utility.o" },
+    { object: "kernel/sys.o" },
   ]);
   // A header: the built-in objects whose sources include it.
-  assert.deepEqual(pick("kernel/sys.h"), ["kernel/sys.o"]);
+  assert.deepEqual(pick("kernel/sys.h"), [{ object: "kernel/sys.o" }]);
   // Documentation and files the configuration leaves out are ignored next to real changes.
-  assert.deepEqual(pick("kernel/sys.c", "Documentation/x.rst", "samples/s.c"), ["kernel/sys.o"]);
+  assert.deepEqual(pick("kernel/sys.c", "Documentation/x.rst", "samples/s.c"), [{ object: "kernel/sys.o" }]);
+  // A member of a module (overlay-objs := super.o makes overlay.ko), with vmlinux in the same patch.
+  assert.deepEqual(pick("drivers/overlay/super.c", "kernel/sys.c"), [
+    { object: "drivers/overlay/super.o", module: "overlay" },
+    { object: "kernel/sys.o" },
+  ]);
   const refused = (files: string[], code: string, re: RegExp) =>
     assert.throws(
       () => pick(...files),
       (e: unknown) => e instanceof UserError && e.code === code && re.test(e.message),
     );
-  refused(
-    ["drivers/overlay/super.c"],
-    "module_patch",
-    /drivers\/overlay\/super\.c is built as a loadable module/,
-  );
   refused(
     ["samples/s.c"],
     "not_compiled",
@@ -205,4 +205,17 @@ test("pickObjects: the built-in objects a patch's files touch, and the refusals"
   writeFileSync(join(root, "kernel/entry.S"), "");
   writeFileSync(join(root, "kernel/Makefile"), "obj-y += sys.o sched/ bpf/ entry.o\n");
   refused(["kernel/entry.S"], "unsupported_change", /kernel\/entry\.S is an assembly file/);
+});
+
+test("moduleOf: the module an object ends up in, by the kernel's name for it", () => {
+  const root = fakeTree();
+  writeFileSync(
+    join(root, "drivers/char/tpm/Makefile"),
+    "obj-m += tpm-tis.o\nobj-$(CONFIG_TCG_TPM) += tpm.o\ntpm-y := tpm-interface.o\n",
+  );
+  const map = new ObjectMap(root, new Map([...config, ["CONFIG_TCG_TPM", "m"]]));
+  assert.equal(map.moduleOf("drivers/overlay/super.o"), "overlay");
+  assert.equal(map.moduleOf("drivers/char/tpm/tpm-tis.o"), "tpm_tis");
+  assert.equal(map.moduleOf("drivers/char/tpm/tpm-interface.o"), "tpm");
+  assert.equal(map.moduleOf("kernel/sys.o"), undefined);
 });

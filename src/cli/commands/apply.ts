@@ -52,7 +52,10 @@ export const applyCommand: Command = {
     } else {
       println(ctx.stdout, `Update ${res.id} applied: ${res.description}`);
       for (const t of res.targets)
-        println(ctx.stdout, `  ${t.name} (${t.object}) at ${t.addr}${t.via ? `, via ${t.via}` : ""}`);
+        println(
+          ctx.stdout,
+          `  ${t.name} (${t.object}${t.module ? `, module ${t.module}` : ""}) at ${t.addr}${t.via ? `, via ${t.via}` : ""}`,
+        );
       for (const t of res.skipped)
         println(ctx.stdout, `  left out ${t.name} (${t.object}): its running code differs (--partial)`);
       println(

@@ -8,7 +8,8 @@ import { LabVM } from "../../lab/vm.js";
 import { type Command, type Context, println } from "../context.js";
 
 const usage = `usage: ksplice lab prepare [--json] [--refresh] [--kernel-version ABI:VERSION]
-       ksplice lab run [--with PATH]... [--smp N] [--memory MB] [--append ARGS] [--timeout SEC] -- CMD [ARG...]
+       ksplice lab run [--with PATH]... [--module NAME]... [--smp N] [--memory MB] [--append ARGS]
+                       [--timeout SEC] -- CMD [ARG...]
 
 prepare  install the lab's Debian packages, download Debian's cloud kernel (image, headers, source),
          unpack it and prepare the source tree with the image's config and gcc-12; cached under
@@ -18,6 +19,8 @@ prepare  install the lab's Debian packages, download Debian's cloud kernel (imag
            --kernel-version   prefer another kernel, e.g. 6.1.0-50:6.1.176-1 (the default)
 run      boot the lab kernel under QEMU and run CMD as root in it; exits with CMD's status.
            --with PATH        make a host file or directory visible at the same path (repeatable)
+           --module NAME      carry the image's module NAME and what it depends on, for modprobe
+                              in the guest (repeatable)
            --smp N            virtual CPUs (default 2)
            --memory MB        guest memory (default 1024)
            --append ARGS      extra kernel command-line words (e.g. nokaslr)
@@ -96,6 +99,7 @@ async function run(args: string[], ctx: Context): Promise<number> {
     args,
     options: {
       with: { type: "string", multiple: true },
+      module: { type: "string", multiple: true },
       smp: { type: "string" },
       memory: { type: "string" },
       append: { type: "string" },
@@ -109,6 +113,7 @@ async function run(args: string[], ctx: Context): Promise<number> {
   const vm = await LabVM.boot({
     env: ctx.env,
     withPaths: (values.with ?? []).map((p) => (p.startsWith("/") ? p : `${ctx.cwd}/${p}`)),
+    modules: values.module,
     smp: positiveInt("smp", values.smp),
     memoryMb: positiveInt("memory", values.memory),
     append: values.append,

@@ -18,8 +18,13 @@ const json = (s: UpdateStatus) => ({
   pauseNs: s.pauseNs,
   tries: s.tries,
   functions: s.patches.map((p) => p.name),
+  targets: s.patches.map((p) => ({ name: p.name, module: p.module ?? "vmlinux" })),
   abortCause: s.abortCause,
 });
+
+/** named shows a replaced function, with its module when it is not in the kernel image. */
+const named = (p: { name: string; module?: string }) =>
+  p.module && p.module !== "vmlinux" ? `${p.name} [${p.module}]` : p.name;
 
 /** The `view` verb. */
 export const viewCommand: Command = {
@@ -55,7 +60,7 @@ export const viewCommand: Command = {
       println(ctx.stdout, `${s.id}: ${s.description}`);
       println(
         ctx.stdout,
-        `  applied ${when}, paused ${(s.pauseNs / 1000).toFixed(0)} µs, ${s.patches.length} function(s): ${s.patches.map((p) => p.name).join(", ")}`,
+        `  applied ${when}, paused ${(s.pauseNs / 1000).toFixed(0)} µs, ${s.patches.length} function(s): ${s.patches.map(named).join(", ")}`,
       );
     }
     return 0;
