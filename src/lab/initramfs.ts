@@ -82,31 +82,9 @@ export function baseInitramfs(labDir: string, log: (l: string) => void = () => {
     const fd = openSync(tmp, "w");
     try {
       const w = new CpioWriter(fd);
-      // A merged-/usr layout like Debian 12's, whatever the host looks like.
-      for (const d of [
-        "/usr/bin",
-        "/usr/sbin",
-        "/usr/lib",
-        "/usr/lib64",
-        "/usr/local/bin",
-        "/etc",
-        "/root",
-        "/proc",
-        "/sys",
-        "/dev",
-        "/run",
-        "/var",
-        "/mnt",
-      ])
-        w.dir(d);
+      for (const d of BASE_DIRS) w.dir(d);
       w.dir("/tmp", 0o1777);
-      for (const [link, target] of [
-        ["/bin", "usr/bin"],
-        ["/sbin", "usr/sbin"],
-        ["/lib", "usr/lib"],
-        ["/lib64", "usr/lib64"],
-      ])
-        w.symlink(link, target);
+      for (const [link, target] of MERGED_USR) w.symlink(link, target);
       w.hostFile(busybox, "/usr/bin/busybox");
       const applets = mustRunSync(busybox, ["--list-full"]).split("\n").filter(Boolean);
       for (const a of applets) {
@@ -141,6 +119,29 @@ function addHostFile(w: CpioWriter, path: string): void {
 function isUnderMergedLink(path: string): boolean {
   return /^\/(bin|sbin|lib|lib64)\//.test(path);
 }
+
+/** The base's directories: a merged-/usr layout like Debian 12's, whatever the host looks like. */
+const BASE_DIRS = [
+  "/usr/bin",
+  "/usr/sbin",
+  "/usr/lib",
+  "/usr/lib64",
+  "/usr/local/bin",
+  "/etc",
+  "/root",
+  "/proc",
+  "/sys",
+  "/dev",
+  "/run",
+  "/var",
+  "/mnt",
+];
+const MERGED_USR = [
+  ["/bin", "usr/bin"],
+  ["/sbin", "usr/sbin"],
+  ["/lib", "usr/lib"],
+  ["/lib64", "usr/lib64"],
+];
 
 /** RunLayer says what the per-run archive carries. */
 export interface RunLayer {
@@ -181,21 +182,8 @@ export function buildInitrd(base: string, out: string, layer: RunLayer): void {
   try {
     const w = new CpioWriter(fd, statSync(out).size);
     // The base's skeleton, so parents are known to exist and merged-/usr links are not replaced.
-    for (const d of [
-      "/usr/bin",
-      "/usr/sbin",
-      "/usr/lib",
-      "/usr/lib64",
-      "/usr/local/bin",
-      "/etc",
-      "/tmp",
-      "/root",
-      "/proc",
-      "/sys",
-      "/dev",
-    ])
-      w.markExisting(d);
-    for (const l of ["/bin", "/sbin", "/lib", "/lib64"]) w.markExisting(l);
+    for (const d of [...BASE_DIRS, "/tmp"]) w.markExisting(d);
+    for (const [link] of MERGED_USR) w.markExisting(link);
     w.file("/init", initScript(layer.watchdogSeconds), 0o755);
     w.hostFile(join(dirname(fileURLToPath(import.meta.url)), "guest", "agent.js"), GUEST_AGENT);
     const repo = repoRoot();

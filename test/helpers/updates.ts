@@ -4,12 +4,12 @@ import { buildCore } from "../../src/kbuild/module.js";
 import type { LabPaths } from "../../src/lab/index.js";
 import { createUpdate } from "../../src/update/create.js";
 
-/** updateMaker returns make(id, patch, applied?) → path of ksplice-ID.tar.gz in outDir. */
+/** updateMaker returns make(id, patch or patches, applied?) → path of ksplice-ID.tar.gz in outDir. */
 export function updateMaker(lab: LabPaths, outDir: string, coreDir: string) {
-  return async (id: string, patch: string, applied: string[] = []): Promise<string> => {
+  return async (id: string, patch: string | string[], applied: string[] = []): Promise<string> => {
     const res = await createUpdate({
       src: lab.sourceDir,
-      patches: [patch],
+      patches: typeof patch === "string" ? [patch] : patch,
       applied,
       id,
       outputDir: outDir,

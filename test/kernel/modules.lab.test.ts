@@ -11,12 +11,11 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import * as tar from "tar";
-import { buildCore } from "../../src/kbuild/module.js";
 import { PINNED_CORPUS, prepareCorpus } from "../../src/lab/corpus.js";
 import { prepareLab, withLab } from "../../src/lab/index.js";
-import { createUpdate } from "../../src/update/create.js";
 import { tempDir } from "../helpers/compile.js";
 import { ok, sh } from "../helpers/guest.js";
+import { updateMaker } from "../helpers/updates.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url)).replace(/\/$/, "");
 const fixture = (name: string) => join(REPO, "test/kernel/fixtures", name);
@@ -35,20 +34,7 @@ test("updates to a loadable module: loaded, held loaded, with vmlinux, and refus
 }, async () => {
   const lab = await prepareLab();
   const out = tempDir();
-  const core = join(tempDir(), "core");
-  const make = async (id: string, patches: string[], applied: string[] = []) =>
-    (
-      await createUpdate({
-        src: lab.sourceDir,
-        patches,
-        applied,
-        id,
-        outputDir: out,
-        coreModule: (h) => buildCore(h, core),
-        log: () => {},
-        signal: new AbortController().signal,
-      })
-    ).path;
+  const make = updateMaker(lab, out, join(tempDir(), "core"));
   const ovl = await make("modovl", [OVL]);
   const both = await make("modboth", [OVL, CMDLINE]);
   const differs = await make("moddiff", [OVL2], [OVL]);
