@@ -62,22 +62,16 @@ export function resolveModules(modulesDir: string, release: string, names: strin
     files.push(rel);
   };
   for (const n of names) visit(n, []);
-  // modules.dep lists every dependency, transitively, nearest first.
-  const closure = (rel: string, out: string[] = []): string[] => {
+  // modules.dep lists every dependency, transitively, each before the ones it needs: modprobe
+  // loads them from the end of the line backwards.
+  const loadOrder = (rel: string, out: string[] = []): string[] => {
     for (const d of deps.get(rel) ?? [])
       if (!out.includes(d)) {
+        loadOrder(d, out);
         out.push(d);
-        closure(d, out);
       }
     return out;
   };
-  const dep = files
-    .map(
-      (f) =>
-        `${f}:${closure(f)
-          .map((d) => ` ${d}`)
-          .join("")}\n`,
-    )
-    .join("");
+  const dep = files.map((f) => `${f}:${loadOrder(f).reverse().map((d) => ` ${d}`).join("")}\n`).join("");
   return { release, modulesDir, files, dep };
 }
