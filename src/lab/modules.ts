@@ -72,6 +72,7 @@ export function resolveModules(modulesDir: string, release: string, names: strin
       }
     return out;
   };
-  const dep = files.map((f) => `${f}:${loadOrder(f).reverse().map((d) => ` ${d}`).join("")}\n`).join("");
+  const line = (f: string) => [`${f}:`, ...loadOrder(f).reverse()].join(" ");
+  const dep = files.map((f) => `${line(f).trimEnd()}\n`).join("");
   return { release, modulesDir, files, dep };
 }
