@@ -74,7 +74,7 @@ export interface UpdateStatus {
   tries: number;
   appliedAt: number;
   description: string;
-  /** Each jump: the function, where, to where, and the image it is in ("vmlinux" or a module). */
+  /** Each jump: the function, where, to where, and the module it is in (absent: the kernel image). */
   patches: { name: string; site: bigint; newAddr: bigint; module?: string }[];
 }
 
@@ -181,7 +181,8 @@ export function parseStatus(id: string, files: Record<string, string>): UpdateSt
         name,
         site: BigInt(`0x${site}`),
         newAddr: BigInt(`0x${newAddr}`),
-        ...(module ? { module } : {}),
+        // The module a jump is in; absent for the kernel image (the core says "vmlinux").
+        ...(module && module !== "vmlinux" ? { module } : {}),
       };
     }),
   };
