@@ -7,6 +7,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, posix } from "node:path";
 import { UserError } from "../errors.js";
+import { kernelModuleName } from "../modname.js";
 import { runToolSync } from "../proc.js";
 import { type Lookup, MakeEval } from "./make.js";
 import type { KernelConfig } from "./tree.js";
@@ -162,7 +163,7 @@ export class ObjectMap {
       owner = parentOf(owner);
     }
     const has = (k: string) => this.lists(owner, k).includes(rel);
-    if (has("obj-m")) return basename(rel, ".o").replace(/-/g, "_");
+    if (has("obj-m")) return kernelModuleName(rel);
     for (const [k] of this.makefile(owner)?.vars ?? []) {
       const m = /^(.+)-(y|objs|m)$/.exec(k);
       if (!m || m[1] === "obj" || m[1] === "lib" || !has(k)) continue;

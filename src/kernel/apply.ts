@@ -6,12 +6,13 @@
 //   the core applies under stop_machine.
 // Nothing here writes kernel memory: the core module does, after checking the plan again.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { ElfFile } from "../elf/reader.js";
 import { type AbortCode, UserError } from "../errors.js";
 import { runningIdentity } from "../live/identity.js";
 import { Kallsyms } from "../live/kallsyms.js";
 import { kcoreMemory } from "../live/memory.js";
+import { kernelModuleName } from "../modname.js";
 import { isUpdateModule, moduleName } from "../package/id.js";
 import type { Manifest, ManifestTarget } from "../package/manifest.js";
 import { openPackage } from "../package/package.js";
@@ -189,7 +190,7 @@ function checkModules(m: Manifest, kallsyms: Kallsyms, release: string): void {
 
 /** moduleInstalled tells whether /lib/modules/RELEASE lists a module of that name (modules.dep). */
 function moduleInstalled(module: string, release: string): boolean {
-  const want = module.replace(/-/g, "_");
+  const want = kernelModuleName(module);
   for (const list of ["modules.dep", "modules.order"]) {
     let text: string;
     try {
@@ -199,13 +200,7 @@ function moduleInstalled(module: string, release: string): boolean {
     }
     for (const line of text.split("\n")) {
       const path = line.split(":")[0].trim();
-      if (
-        path &&
-        basename(path)
-          .replace(/\.ko(\.\w+)?$/, "")
-          .replace(/-/g, "_") === want
-      )
-        return true;
+      if (path && kernelModuleName(path) === want) return true;
     }
   }
   return false;

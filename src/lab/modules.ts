@@ -6,11 +6,10 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ElfFile } from "../elf/reader.js";
 import { UserError } from "../errors.js";
+import { kernelModuleName } from "../modname.js";
 
 /** moduleKey names a module the way the kernel does (dashes and underscores are one). */
-export function moduleKey(name: string): string {
-  return name.replace(/-/g, "_");
-}
+const moduleKey = kernelModuleName;
 
 /** ModuleSet is a set of the image's modules, closed under dependencies, as paths in modulesDir. */
 export interface ModuleSet {
@@ -40,7 +39,7 @@ export function resolveModules(modulesDir: string, release: string, names: strin
   const byName = new Map<string, string>();
   for (const line of readFileSync(orderFile, "utf8").split("\n")) {
     const rel = line.trim();
-    if (rel) byName.set(moduleKey(rel.replace(/^.*\//, "").replace(/\.ko$/, "")), rel);
+    if (rel) byName.set(moduleKey(rel), rel);
   }
   const files: string[] = [];
   const deps = new Map<string, string[]>();
