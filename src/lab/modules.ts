@@ -8,9 +8,6 @@ import { ElfFile } from "../elf/reader.js";
 import { UserError } from "../errors.js";
 import { kernelModuleName } from "../modname.js";
 
-/** moduleKey names a module the way the kernel does (dashes and underscores are one). */
-const moduleKey = kernelModuleName;
-
 /** ModuleSet is a set of the image's modules, closed under dependencies, as paths in modulesDir. */
 export interface ModuleSet {
   release: string;
@@ -39,12 +36,12 @@ export function resolveModules(modulesDir: string, release: string, names: strin
   const byName = new Map<string, string>();
   for (const line of readFileSync(orderFile, "utf8").split("\n")) {
     const rel = line.trim();
-    if (rel) byName.set(moduleKey(rel), rel);
+    if (rel) byName.set(kernelModuleName(rel), rel);
   }
   const files: string[] = [];
   const deps = new Map<string, string[]>();
   const visit = (name: string, chain: string[]) => {
-    const rel = byName.get(moduleKey(name));
+    const rel = byName.get(kernelModuleName(name));
     if (!rel)
       throw new UserError(
         `module ${name}${chain.length ? ` (needed by ${chain.join(" <- ")})` : ""} is not among ${release}'s modules (${orderFile})`,
@@ -56,7 +53,7 @@ export function resolveModules(modulesDir: string, release: string, names: strin
     for (const d of needs) visit(d, [name, ...chain]);
     deps.set(
       rel,
-      needs.map((d) => byName.get(moduleKey(d))!),
+      needs.map((d) => byName.get(kernelModuleName(d))!),
     );
     files.push(rel);
   };

@@ -33,6 +33,8 @@ export interface ObjectPlan {
 // when memory hotplug is configured, as on Debian's kernels: it is init code only without.)
 const INIT_SECTIONS = /^\.(init|exit)\.|^\.(initcall|exitcall|con_initcall)[^/]*$/;
 const MEMINIT_SECTIONS = /^\.meminit\./;
+// __exit code and data, and the exitcall table: a loadable module keeps and runs them at rmmod.
+const EXIT_SECTIONS = /^\.exit(call)?\./;
 
 /** ClassifyOptions are the facts of the kernel's configuration that classify needs. */
 export interface ClassifyOptions {
@@ -54,7 +56,7 @@ const DISCARDED = /^\.discard|^\.modinfo$/;
 function initReason(section: string, what: "changes" | "adds", module?: string): string {
   if (module)
     return `${what} __init code or data (${section}) of module ${module}, which ran when the module was loaded and was freed`;
-  return /^\.exit(call)?\./.test(section)
+  return EXIT_SECTIONS.test(section)
     ? `${what} __exit code or data (${section}), which never runs in code built into the kernel`
     : `${what} __init code or data (${section}), which ran at boot and was freed`;
 }
@@ -70,7 +72,7 @@ export function classify(
   opts: ClassifyOptions = { memoryHotplug: true },
 ): ObjectPlan {
   // A module keeps its __exit code (it runs at rmmod): a change there is refused, not left out.
-  const isExit = (sec: string) => /^\.exit(call)?\./.test(sec);
+  const isExit = (sec: string) => EXIT_SECTIONS.test(sec);
   const isInit = (sec: string) =>
     (INIT_SECTIONS.test(sec) && !(opts.module && isExit(sec))) ||
     (!opts.memoryHotplug && MEMINIT_SECTIONS.test(sec));
