@@ -14,9 +14,28 @@
  *   ID patch SITE NEW FSTART FSIZE NSTART NSIZE EXPECTED NAME
  *                                  at apply, write "jmp NEW" at SITE (FSTART or FSTART+5)
  *   ID hook KIND ADDR              call ADDR at the Ksplice hook point KIND
+ *   ID target PART NAME            the update replaces function NAME of PART ("vmlinux" or a
+ *                                  loadable module's name); every patch belongs to a part
+ *   ID pending PART                PART's module is not loaded: its jumps are made when it loads
  *   ID description TEXT
  *   delete ID
+ *   helper PATH [ARG]...           the program run when a module with pending parts loads
  *   bench_stop_machine N           (only with bench=1) median of N empty stop_machine calls
+ *
+ * Modules loaded later. When a module with a pending part of an applied update loads, the
+ * module notifier (MODULE_STATE_COMING: relocated, alternatives applied, read-only, its init not
+ * yet called) runs the helper "PATH [ARG]... MODULE" and waits for it. The helper proves, as
+ * apply does, that the module's code is the update's pre code, and sends the part's plan:
+ *
+ *   ID part MODULE pin ADDR | reloc DEST TYPE S A | patch SITE ... NAME
+ *   ID part MODULE apply           write the part's jumps under stop_machine: the part is live
+ *   ID part MODULE fail REASON     the module runs unpatched; the part is failed
+ *
+ * Whatever the helper does, the module loads: a part the helper did not make live is failed,
+ * and the kernel log says why. A module with a live part is held loaded (rmmod fails); one
+ * removed anyway (rmmod -f, or its init failing) has its part's jumps forgotten with its
+ * memory, and the part is pending again. A module that loads or goes while an update is being
+ * prepared makes that apply abort with "module_changed" (user space plans again).
  *
  * Writing "applied" or "reversed" to /sys/kernel/ksplice/ID/stage applies or undoes the update.
  * The jumps are written under stop_machine, once no task has a return address (or interrupted
@@ -45,6 +64,7 @@
 #include <linux/string.h>
 #include <linux/sysfs.h>
 #include <linux/timekeeping.h>
+#include <linux/umh.h>
 #include <linux/vmalloc.h>
 #include <asm/sync_core.h>
 #include <asm/unaligned.h>
@@ -65,7 +85,10 @@ MODULE_PARM_DESC(bench, "enable the bench_stop_machine control command (debuggin
 
 #define JMP_LEN 5
 #define MAX_NAME 128
-#define MAX_ARGS 10
+#define MAX_ARGS 12
+#define MAX_HELPER_ARGS 4
+#define KSPLICE_PROTOCOL 2		/* 2: parts (modules loaded later), "version" */
+#define NO_PART UINT_MAX
 
 enum stage { STAGE_PREPARING, STAGE_APPLIED, STAGE_REVERSED };
 static const char *const stage_names[] = { "preparing", "applied", "reversed" };
@@ -84,6 +107,25 @@ struct ks_patch {
 	u8 expected[JMP_LEN], jump[JMP_LEN];
 	char name[MAX_NAME];
 	char module[MODULE_NAME_LEN];	/* the module FSTART is in, "vmlinux" for the kernel image */
+	unsigned int part;		/* index in the update's parts */
+	bool live;			/* the jump is written */
+};
+
+enum part_state { PART_LIVE, PART_PENDING, PART_COMING, PART_FAILED };
+static const char *const part_state_names[] = { "live", "pending", "coming", "failed" };
+
+/* The targets of an update in one image: the kernel ("vmlinux") or one loadable module. */
+struct ks_part {
+	char module[MODULE_NAME_LEN];
+	enum part_state state;
+	char *names;			/* its target functions, space-separated */
+	char *why;			/* why it failed, while failed */
+};
+
+/* A loadable module an update holds loaded, and the part that took it (NO_PART: the plan). */
+struct ks_pin {
+	struct module *mod;
+	unsigned int part;
 };
 
 struct ks_update {
@@ -102,12 +144,15 @@ struct ks_update {
 	struct ks_patch *patches;
 	unsigned int npatches;
 	unsigned long *targets;		/* symbol values of the relocations written */
-	struct module **pins;		/* loadable modules it patches or refers to, held loaded */
+	struct ks_pin *pins;		/* loadable modules it patches or refers to, held loaded */
 	unsigned int npins;
 	unsigned int ntargets;
+	struct ks_part *parts;
+	unsigned int nparts;
 	unsigned long *hooks[NR_HOOKS];
 	unsigned int nhooks[NR_HOOKS];
 	bool deleted;
+	bool stale;			/* a module of one of its parts came or went while preparing */
 };
 
 /* An update module seen by the module notifier, still live. */
@@ -122,6 +167,7 @@ static LIST_HEAD(ks_mods);
 static struct kobject *ks_root;
 static char last_error[256] = "none";
 static u64 bench_ns;
+static char *helper_argv[MAX_HELPER_ARGS + 1];	/* kstrdup'd; NULL-terminated */
 
 /* set_error records why a command failed, for /sys/kernel/ksplice/last_error. */
 static __printf(1, 2) int set_error(const char *fmt, ...)
@@ -271,6 +317,11 @@ static void update_release(struct kobject *kobj)
 
 	for (i = 0; i < NR_HOOKS; i++)
 		kfree(u->hooks[i]);
+	for (i = 0; i < u->nparts; i++) {
+		kfree(u->parts[i].names);
+		kfree(u->parts[i].why);
+	}
+	kfree(u->parts);
 	kfree(u->targets);
 	kfree(u->pins);
 	kfree(u->patches);
@@ -331,9 +382,60 @@ static struct module *pinned(struct ks_update *u, const char *name)
 	unsigned int i;
 
 	for (i = 0; i < u->npins; i++)
-		if (!strcmp(u->pins[i]->name, name))
-			return u->pins[i];
+		if (!strcmp(u->pins[i].mod->name, name))
+			return u->pins[i].mod;
 	return NULL;
+}
+
+/* unpin releases the pins for which drop(pin) is true. */
+static void unpin(struct ks_update *u, bool (*drop)(struct ks_pin *, const void *), const void *arg)
+{
+	unsigned int i, n = 0;
+
+	for (i = 0; i < u->npins; i++) {
+		if (drop(&u->pins[i], arg))
+			module_put(u->pins[i].mod);
+		else
+			u->pins[n++] = u->pins[i];
+	}
+	u->npins = n;
+}
+
+static bool pin_any(struct ks_pin *p, const void *arg)
+{
+	return true;
+}
+
+static bool pin_of_part(struct ks_pin *p, const void *part)
+{
+	return p->part == *(const unsigned int *)part;
+}
+
+static bool pin_of_module(struct ks_pin *p, const void *mod)
+{
+	return p->mod == mod;
+}
+
+/* find_part: the index of u's part for image NAME, or NO_PART. */
+static unsigned int find_part(struct ks_update *u, const char *name)
+{
+	unsigned int i;
+
+	for (i = 0; i < u->nparts; i++)
+		if (!strcmp(u->parts[i].module, name))
+			return i;
+	return NO_PART;
+}
+
+/* drop_part_patches forgets the jumps of part k (not written, or gone with their module). */
+static void drop_part_patches(struct ks_update *u, unsigned int k)
+{
+	unsigned int i, n = 0;
+
+	for (i = 0; i < u->npatches; i++)
+		if (u->patches[i].part != k)
+			u->patches[n++] = u->patches[i];
+	u->npatches = n;
 }
 
 /*
@@ -361,7 +463,7 @@ static char *module_named(unsigned long addr, char *buf)
  * first. Preemption stays off from the kallsyms check to the reference: a module's memory is
  * freed only after an RCU grace period.
  */
-static int cmd_pin(struct ks_update *u, char **argv)
+static int cmd_pin(struct ks_update *u, char **argv, unsigned int part)
 {
 	char sym[KSYM_SYMBOL_LEN], *name;
 	struct module *m;
@@ -393,7 +495,7 @@ static int cmd_pin(struct ks_update *u, char **argv)
 		module_put(m);
 		return ret;
 	}
-	u->pins[u->npins++] = m;
+	u->pins[u->npins++] = (struct ks_pin){ .mod = m, .part = part };
 	return 0;
 }
 
@@ -474,7 +576,8 @@ static struct ks_update *applied_overlap(struct ks_update *u, unsigned long site
 		if (o == u || o->stage != STAGE_APPLIED)
 			continue;
 		for (i = 0; i < o->npatches; i++)
-			if (site < o->patches[i].site + JMP_LEN && o->patches[i].site < site + JMP_LEN)
+			if (o->patches[i].live && site < o->patches[i].site + JMP_LEN &&
+			    o->patches[i].site < site + JMP_LEN)
 				return o;
 	}
 	return NULL;
@@ -526,9 +629,71 @@ static int check_function(struct ks_update *u, const char *name, unsigned long f
 	return 0;
 }
 
-static int cmd_patch(struct ks_update *u, char **argv)
+/* add_part returns the index of u's part for image NAME, made (live, no names) if new. */
+static int add_part(struct ks_update *u, const char *name, unsigned int *k)
 {
-	struct ks_patch p = {};
+	int ret;
+
+	*k = find_part(u, name);
+	if (*k != NO_PART)
+		return 0;
+	if (strlen(name) >= MODULE_NAME_LEN)
+		return set_error("%s: %s is not a module name", u->id, name);
+	ret = grow((void **)&u->parts, u->nparts, sizeof(*u->parts));
+	if (ret)
+		return ret;
+	u->parts[u->nparts] = (struct ks_part){ .state = PART_LIVE };
+	strscpy(u->parts[u->nparts].module, name, MODULE_NAME_LEN);
+	*k = u->nparts++;
+	return 0;
+}
+
+/* cmd_target: "ID target PART NAME" names a function the update replaces in PART. */
+static int cmd_target(struct ks_update *u, char **argv)
+{
+	struct ks_part *part;
+	size_t old, add = strlen(argv[1]);
+	unsigned int k;
+	char *names;
+	int ret;
+
+	ret = add_part(u, argv[0], &k);
+	if (ret)
+		return ret;
+	part = &u->parts[k];
+	old = part->names ? strlen(part->names) : 0;
+	names = krealloc(part->names, old + add + 2, GFP_KERNEL);
+	if (!names)
+		return -ENOMEM;
+	if (old)
+		names[old++] = ' ';
+	memcpy(names + old, argv[1], add + 1);
+	part->names = names;
+	return 0;
+}
+
+/* cmd_pending: "ID pending PART": PART's module is not loaded; its jumps come when it loads. */
+static int cmd_pending(struct ks_update *u, const char *name)
+{
+	unsigned int i, k;
+	int ret;
+
+	if (!strcmp(name, "vmlinux") || !strncmp(name, "ksplice_", strlen("ksplice_")))
+		return set_error("%s pending %s: only a loadable module's part can wait for it to load",
+				 u->id, name);
+	ret = add_part(u, name, &k);
+	if (ret)
+		return ret;
+	for (i = 0; i < u->npatches; i++)
+		if (u->patches[i].part == k)
+			return set_error("%s pending %s: the update already has jumps in it", u->id, name);
+	u->parts[k].state = PART_PENDING;
+	return 0;
+}
+
+static int cmd_patch(struct ks_update *u, char **argv, unsigned int part)
+{
+	struct ks_patch p = { .part = part };
 	struct ks_update *o;
 	unsigned int i;
 	s64 rel;
@@ -549,6 +714,12 @@ static int cmd_patch(struct ks_update *u, char **argv)
 	ret = check_function(u, p.name, p.fstart, p.fsize, p.module);
 	if (ret)
 		return ret;
+	if (u->parts[part].state == PART_PENDING)
+		return set_error("%s patch %s: part %s is pending", u->id, p.name, u->parts[part].module);
+	/* A stacked update's jump is in an earlier update's module; any other is in its part. */
+	if (strcmp(p.module, u->parts[part].module) && !ksplice_module_of(p.fstart))
+		return set_error("%s patch %s: %lx is in %s, not in part %s", u->id, p.name, p.fstart,
+				 p.module, u->parts[part].module);
 	if (!in_module(u->mod, p.nstart, p.nsize, true) || !span_has(p.new, 1, p.nstart, p.nsize))
 		return set_error("%s patch %s: replacement %lx (%lx+%lx) is not in the text of %s",
 				 u->id, p.name, p.new, p.nstart, p.nsize, u->mod->name);
@@ -591,13 +762,9 @@ static int cmd_hook(struct ks_update *u, char **argv)
 
 static void delete_update(struct ks_update *u)
 {
-	unsigned int i;
-
 	list_del(&u->list);
 	u->deleted = true;
-	for (i = 0; i < u->npins; i++)
-		module_put(u->pins[i]);
-	u->npins = 0;
+	unpin(u, pin_any, NULL);
 	module_put(u->mod);
 }
 
@@ -650,25 +817,86 @@ static int cmd_bench(const char *arg)
 	return 0;
 }
 
+static int transition_part(struct ks_update *u, unsigned int k);
+static void fail_part(struct ks_update *u, unsigned int k, const char *why);
+
+/* cmd_helper: "helper PATH [ARG]..." sets the program run when a module with pending parts loads. */
+static int cmd_helper(char **argv, int argc)
+{
+	char *copy[MAX_HELPER_ARGS + 1] = {};
+	int i;
+
+	if (argc < 1 || argc > MAX_HELPER_ARGS || argv[0][0] != '/')
+		return set_error("usage: helper PATH [ARG]... (an absolute path, at most %d words)",
+				 MAX_HELPER_ARGS);
+	for (i = 0; i < argc; i++) {
+		copy[i] = kstrdup(argv[i], GFP_KERNEL);
+		if (!copy[i]) {
+			while (i--)
+				kfree(copy[i]);
+			return -ENOMEM;
+		}
+	}
+	for (i = 0; helper_argv[i]; i++)
+		kfree(helper_argv[i]);
+	memcpy(helper_argv, copy, sizeof(copy));
+	return 0;
+}
+
+/*
+ * cmd_part runs "ID part MODULE VERB ..." from the helper, while MODULE is loading (its part
+ * is coming): the plan of that part, then apply or fail.
+ */
+static int cmd_part(struct ks_update *u, char **argv, int argc, const char *reason)
+{
+	unsigned int k = find_part(u, argv[0]);
+	const char *verb = argv[1];
+
+	if (k == NO_PART)
+		return set_error("%s part %s: the update has no part in %s", u->id, argv[0], argv[0]);
+	if (u->stage != STAGE_APPLIED || u->parts[k].state != PART_COMING)
+		return set_error("%s part %s: the part is %s and the update %s; a part's plan is taken only while its module loads",
+				 u->id, argv[0], part_state_names[u->parts[k].state], stage_names[u->stage]);
+	if (!strcmp(verb, "pin") && argc == 3)
+		return cmd_pin(u, argv + 2, k);
+	if (!strcmp(verb, "reloc") && argc == 6)
+		return cmd_reloc(u, argv + 2);
+	if (!strcmp(verb, "patch") && argc == 10)
+		return cmd_patch(u, argv + 2, k);
+	if (!strcmp(verb, "apply") && argc == 2)
+		return transition_part(u, k);
+	if (!strcmp(verb, "fail") && reason) {
+		fail_part(u, k, *reason ? reason : "the helper gave no reason");
+		return 0;
+	}
+	return set_error("usage: ID part MODULE pin ADDR | reloc DEST TYPE S A | patch SITE NEW FSTART FSIZE NSTART NSIZE EXPECTED NAME | apply | fail REASON");
+}
+
+/* rest_of_line: after words like "ID description" or "ID part MODULE fail", the text is one argument. */
+static bool rest_of_line(char **argv, int argc)
+{
+	return (argc == 2 && !strcmp(argv[1], "description")) ||
+	       (argc == 4 && !strcmp(argv[1], "part") && !strcmp(argv[3], "fail"));
+}
+
 /* run_line executes one command; an update deleted by it is returned in *gone for kobject_put. */
 static int run_line(char *line, struct ks_update **gone)
 {
-	char *argv[MAX_ARGS], *rest = line, *desc = NULL;
+	char *argv[MAX_ARGS], *rest = line, *text = NULL;
 	struct ks_update *u;
-	int argc = 0;
+	unsigned int k;
+	int argc = 0, ret;
 
 	while (argc < MAX_ARGS && (argv[argc] = strsep(&rest, " \t"))) {
 		if (!*argv[argc])
 			continue;
-		/* The description is the rest of the line, spaces included. */
-		if (argc == 1 && !strcmp(argv[1], "description")) {
-			desc = rest ? strim(rest) : "";
-			argc++;
+		argc++;
+		if (rest_of_line(argv, argc)) {
+			text = rest ? strim(rest) : "";
 			break;
 		}
-		argc++;
 	}
-	if (rest && !desc && *strim(rest))
+	if (rest && !text && *strim(rest))
 		return set_error("too many words in command: %s", line);
 	if (argc == 0)
 		return 0;
@@ -676,6 +904,8 @@ static int run_line(char *line, struct ks_update **gone)
 		return argc == 3 ? cmd_new(argv[1], argv[2]) : set_error("usage: new ID MODNAME");
 	if (!strcmp(argv[0], "delete"))
 		return argc == 2 ? cmd_delete(argv[1], gone) : set_error("usage: delete ID");
+	if (!strcmp(argv[0], "helper"))
+		return cmd_helper(argv + 1, argc - 1);
 	if (!strcmp(argv[0], "bench_stop_machine"))
 		return argc == 2 ? cmd_bench(argv[1]) : set_error("usage: bench_stop_machine N");
 	if (argc < 2)
@@ -683,8 +913,8 @@ static int run_line(char *line, struct ks_update **gone)
 	u = find_update(argv[0]);
 	if (!u)
 		return set_error("%s %s: no such update (create it with: new ID MODNAME)", argv[0], argv[1]);
-	if (desc) {
-		char *d = kstrdup(desc, GFP_KERNEL);
+	if (!strcmp(argv[1], "description")) {
+		char *d = kstrdup(text, GFP_KERNEL);
 
 		if (!d)
 			return -ENOMEM;
@@ -692,18 +922,28 @@ static int run_line(char *line, struct ks_update **gone)
 		u->description = d;
 		return 0;
 	}
+	if (!strcmp(argv[1], "part"))
+		return argc >= 4 ? cmd_part(u, argv + 2, argc - 2, text) :
+			set_error("usage: ID part MODULE VERB ...");
 	if (u->stage != STAGE_PREPARING)
 		return set_error("%s %s: the update is %s; plans change only while preparing",
 				 u->id, argv[1], stage_names[u->stage]);
 	if (!strcmp(argv[1], "pin"))
-		return argc == 3 ? cmd_pin(u, argv + 2) : set_error("usage: ID pin ADDR");
+		return argc == 3 ? cmd_pin(u, argv + 2, NO_PART) : set_error("usage: ID pin ADDR");
 	if (!strcmp(argv[1], "reloc"))
 		return argc == 6 ? cmd_reloc(u, argv + 2) : set_error("usage: ID reloc DEST TYPE S A");
-	if (!strcmp(argv[1], "patch"))
-		return argc == 10 ? cmd_patch(u, argv + 2) :
-			set_error("usage: ID patch SITE NEW FSTART FSIZE NSTART NSIZE EXPECTED NAME");
+	if (!strcmp(argv[1], "patch")) {
+		if (argc != 10 && argc != 11)
+			return set_error("usage: ID patch SITE NEW FSTART FSIZE NSTART NSIZE EXPECTED NAME [PART]");
+		ret = add_part(u, argc == 11 ? argv[10] : "vmlinux", &k);
+		return ret ? ret : cmd_patch(u, argv + 2, k);
+	}
 	if (!strcmp(argv[1], "hook"))
 		return argc == 4 ? cmd_hook(u, argv + 2) : set_error("usage: ID hook KIND ADDR");
+	if (!strcmp(argv[1], "target"))
+		return argc == 4 ? cmd_target(u, argv + 2) : set_error("usage: ID target PART NAME");
+	if (!strcmp(argv[1], "pending"))
+		return argc == 3 ? cmd_pending(u, argv[2]) : set_error("usage: ID pending PART");
 	return set_error("%s: unknown command %s", u->id, argv[1]);
 }
 
@@ -754,6 +994,28 @@ static ssize_t bench_ns_show(struct kobject *kobj, struct kobj_attribute *attr, 
 	return sysfs_emit(buf, "%llu\n", bench_ns);
 }
 
+/* coming: "ID MODULE" for each part whose module is loading now, in the order of the updates. */
+static ssize_t coming_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	struct ks_update *u;
+	unsigned int i;
+	int n = 0;
+
+	mutex_lock(&ks_mutex);
+	list_for_each_entry(u, &ks_updates, list)
+		for (i = 0; i < u->nparts; i++)
+			if (u->parts[i].state == PART_COMING)
+				n += sysfs_emit_at(buf, n, "%s %s\n", u->id, u->parts[i].module);
+	mutex_unlock(&ks_mutex);
+	return n;
+}
+
+/* version: the protocol this core speaks (user space checks it before talking to a loaded core). */
+static ssize_t version_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%d\n", KSPLICE_PROTOCOL);
+}
+
 /* ---- apply and undo ---- */
 
 /* A task whose stack was found clear before stop_machine, and how often it had been switched. */
@@ -766,12 +1028,21 @@ struct ks_seen {
 struct ks_run {
 	struct ks_update *u;
 	bool undo;
+	unsigned int part;		/* apply only this part's jumps; NO_PART: the update's */
 	void **alias;			/* writable alias of each patch site */
 	const char *cause;		/* set when the attempt must abort */
 	bool busy;
 	struct ks_seen *seen;		/* sorted by task pointer */
 	unsigned int nseen;
 };
+
+/* in_run: the run writes (apply) or restores (undo) p. */
+static bool in_run(struct ks_run *r, struct ks_patch *p)
+{
+	if (r->undo)
+		return p->live;
+	return r->part == NO_PART ? !p->live : p->part == r->part;
+}
 
 static bool in_checked_code(struct ks_run *r, unsigned long addr)
 {
@@ -781,6 +1052,8 @@ static bool in_checked_code(struct ks_run *r, unsigned long addr)
 	for (i = 0; i < u->npatches; i++) {
 		struct ks_patch *p = &u->patches[i];
 
+		if (!in_run(r, p))
+			continue;
 		if (r->undo ? span_has(addr, 1, p->nstart, p->nsize) :
 			      span_has(addr, 1, p->fstart, p->fsize))
 			return true;
@@ -922,13 +1195,14 @@ static int splice(void *data)
 {
 	struct ks_run *r = data;
 	struct ks_update *u = r->u;
+	bool hooks = r->part == NO_PART;
 	struct task_struct *g, *t;
 	unsigned int i;
 
 	for (i = 0; i < u->npatches; i++) {
 		struct ks_patch *p = &u->patches[i];
 
-		if (memcmp((void *)p->site, r->undo ? p->jump : p->expected, JMP_LEN)) {
+		if (in_run(r, p) && memcmp((void *)p->site, r->undo ? p->jump : p->expected, JMP_LEN)) {
 			r->cause = "unexpected_code";
 			return 0;
 		}
@@ -941,13 +1215,15 @@ static int splice(void *data)
 	rcu_read_unlock();
 	if (r->busy)
 		return 0;
-	if (!call_int_hooks(u, r->undo ? CHECK_REVERSE : CHECK_APPLY)) {
+	if (hooks && !call_int_hooks(u, r->undo ? CHECK_REVERSE : CHECK_APPLY)) {
 		r->cause = "call_failed";
 		return 0;
 	}
 	for (i = 0; i < u->npatches; i++)
-		memcpy(r->alias[i], r->undo ? u->patches[i].expected : u->patches[i].jump, JMP_LEN);
-	call_void_hooks(u, r->undo ? REVERSE : APPLY);
+		if (r->alias[i])
+			memcpy(r->alias[i], r->undo ? u->patches[i].expected : u->patches[i].jump, JMP_LEN);
+	if (hooks)
+		call_void_hooks(u, r->undo ? REVERSE : APPLY);
 	return 0;
 }
 
@@ -979,76 +1255,101 @@ static bool stacked_on(struct ks_update *u)
 }
 
 /*
- * transition applies (undo=false) or reverses u. Ksplice's order: pre hooks outside
- * stop_machine; inside it the code check, the stack check, check hooks, the jumps and the
- * apply/reverse hooks; post hooks after. Any abort after the pre hooks runs the fail hooks.
+ * run_splice writes (or restores) the jumps of run r under stop_machine, retrying while a
+ * task is in the code being replaced; the update's own hooks run when r is the whole update.
+ * Ksplice's order: pre hooks outside stop_machine; inside it the code check, the stack check,
+ * check hooks, the jumps and the apply/reverse hooks; post hooks after. Any abort after the
+ * pre hooks runs the fail hooks. Sets r->cause on an abort; returns an errno on a failure.
  */
-static int transition(struct ks_update *u, bool undo)
+static int run_splice(struct ks_run *r, u64 *pause)
 {
-	const char *verb = undo ? "reverse" : "apply";
-	struct ks_run r = { .u = u, .undo = undo };
-	enum hook_kind base = undo ? PRE_REVERSE : PRE_APPLY;
+	struct ks_update *u = r->u;
+	enum hook_kind base = r->undo ? PRE_REVERSE : PRE_APPLY;
+	bool hooks = r->part == NO_PART;
 	unsigned int i, tries = max(retries, 1U);
-	ktime_t t0;
-	u64 pause = 0;
 	struct ks_update *o;
+	ktime_t t0;
 	int ret = 0;
 
 	u->tries = 0;
-	if (undo && stacked_on(u)) {
-		r.cause = "module_busy";
-		goto out;
-	}
-	for (i = 0; !undo && i < u->npatches; i++) {
+	for (i = 0; !r->undo && i < u->npatches; i++) {
+		if (!in_run(r, &u->patches[i]))
+			continue;
 		o = applied_overlap(u, u->patches[i].site);
 		if (o) {
 			u->conflicts_len = scnprintf(u->conflicts, PAGE_SIZE, "%s\n", o->id);
-			r.cause = "already_patched";
-			goto out;
+			r->cause = "already_patched";
+			return 0;
 		}
 	}
-	r.alias = kcalloc(max(u->npatches, 1U), sizeof(*r.alias), GFP_KERNEL);
-	if (!r.alias)
+	r->alias = kcalloc(max(u->npatches, 1U), sizeof(*r->alias), GFP_KERNEL);
+	if (!r->alias)
 		return -ENOMEM;
 	for (i = 0; i < u->npatches; i++) {
-		r.alias[i] = map_alias(u->patches[i].site, JMP_LEN);
-		if (!r.alias[i]) {
+		if (!in_run(r, &u->patches[i]))
+			continue;
+		r->alias[i] = map_alias(u->patches[i].site, JMP_LEN);
+		if (!r->alias[i]) {
 			ret = -ENOMEM;
 			goto unmap;
 		}
 	}
-	if (!call_int_hooks(u, base)) {
-		r.cause = "call_failed";
+	if (hooks && !call_int_hooks(u, base)) {
+		r->cause = "call_failed";
 		goto fail;
 	}
 	for (;;) {
-		r.busy = false;
+		r->busy = false;
 		u->tries++;
-		precheck(&r);
+		precheck(r);
 		t0 = ktime_get();
-		stop_machine(splice, &r, NULL);
-		pause = ktime_to_ns(ktime_sub(ktime_get(), t0));
-		if (r.cause || !r.busy || u->tries >= tries)
+		stop_machine(splice, r, NULL);
+		*pause = ktime_to_ns(ktime_sub(ktime_get(), t0));
+		if (r->cause || !r->busy || u->tries >= tries)
 			break;
 		msleep_interruptible(retry_interval_ms);
 	}
-	if (!r.cause && r.busy)
-		r.cause = "code_busy";
-	if (r.cause)
+	if (!r->cause && r->busy)
+		r->cause = "code_busy";
+	if (r->cause)
 		goto fail;
 	on_each_cpu(do_sync_core, NULL, 1);
-	call_void_hooks(u, base + (POST_APPLY - PRE_APPLY));
+	for (i = 0; i < u->npatches; i++)
+		if (in_run(r, &u->patches[i]))
+			u->patches[i].live = !r->undo;
+	if (hooks)
+		call_void_hooks(u, base + (POST_APPLY - PRE_APPLY));
 	goto unmap;
 fail:
-	call_void_hooks(u, base + (FAIL_APPLY - PRE_APPLY));
+	if (hooks)
+		call_void_hooks(u, base + (FAIL_APPLY - PRE_APPLY));
 unmap:
 	for (i = 0; i < u->npatches; i++)
-		unmap_alias(r.alias[i]);
-	kfree(r.alias);
-	kvfree(r.seen);
-out:
-	if (ret)
-		return ret;
+		unmap_alias(r->alias[i]);
+	kfree(r->alias);
+	kvfree(r->seen);
+	return ret;
+}
+
+/* transition applies (undo=false) or reverses u: the jumps of its live parts, and its hooks. */
+static int transition(struct ks_update *u, bool undo)
+{
+	const char *verb = undo ? "reverse" : "apply";
+	struct ks_run r = { .u = u, .undo = undo, .part = NO_PART };
+	unsigned int i, npending = 0;
+	u64 pause = 0;
+	int ret;
+
+	if (undo && stacked_on(u)) {
+		r.cause = "module_busy";
+	} else if (!undo && u->stale) {
+		/* Its plan was made when the module was (not) there: user space must plan again. */
+		r.cause = "module_changed";
+	} else {
+		ret = run_splice(&r, &pause);
+		if (ret)
+			return ret;
+	}
 	if (r.cause) {
 		u->abort_cause = r.cause;
 		scnprintf(last_error, sizeof(last_error), "%s: %s aborted: %s", u->id, verb, r.cause);
@@ -1068,7 +1369,52 @@ out:
 		__module_get(THIS_MODULE);	/* the core stays while code jumps into updates */
 		add_taint(TAINT_LIVEPATCH, LOCKDEP_STILL_OK);
 	}
-	pr_info("Update %s %s successfully\n", u->id, undo ? "reversed" : "applied");
+	for (i = 0; i < u->nparts; i++)
+		npending += u->parts[i].state == PART_PENDING;
+	if (!undo && npending)
+		pr_info("Update %s applied successfully; %u module(s) pending until they load\n", u->id, npending);
+	else
+		pr_info("Update %s %s successfully\n", u->id, undo ? "reversed" : "applied");
+	return 0;
+}
+
+/* fail_part: part k of u is failed (its module runs unpatched); its plan is forgotten. */
+static void fail_part(struct ks_update *u, unsigned int k, const char *why)
+{
+	struct ks_part *part = &u->parts[k];
+
+	drop_part_patches(u, k);
+	unpin(u, pin_of_part, &k);
+	kfree(part->why);
+	part->why = kstrdup(why, GFP_KERNEL);
+	part->state = PART_FAILED;
+	pr_warn("Update %s: module %s loaded unpatched: %s\n", u->id, part->module, why);
+}
+
+/* transition_part makes part k of u live, its module loading (from the helper, "ID part M apply"). */
+static int transition_part(struct ks_update *u, unsigned int k)
+{
+	struct ks_run r = { .u = u, .part = k };
+	unsigned int i, n = 0;
+	u64 pause = 0;
+	int ret;
+
+	for (i = 0; i < u->npatches; i++)
+		n += u->patches[i].part == k;
+	if (!n)
+		return set_error("%s part %s apply: the helper sent no jumps", u->id, u->parts[k].module);
+	ret = run_splice(&r, &pause);
+	if (ret)
+		return ret;
+	if (r.cause) {
+		char why[64];
+
+		snprintf(why, sizeof(why), "applying its jumps aborted: %s", r.cause);
+		fail_part(u, k, why);
+		return set_error("%s part %s: %s", u->id, u->parts[k].module, why);
+	}
+	u->parts[k].state = PART_LIVE;
+	pr_info("Update %s: module %s loaded, %u function(s) patched\n", u->id, u->parts[k].module, n);
 	return 0;
 }
 
@@ -1136,8 +1482,33 @@ static ssize_t patches_show(struct kobject *kobj, struct kobj_attribute *attr, c
 
 	mutex_lock(&ks_mutex);
 	for (i = 0; i < u->npatches; i++)
-		n += sysfs_emit_at(buf, n, "%s %lx %lx %s\n", u->patches[i].name,
-				   u->patches[i].site, u->patches[i].new, u->patches[i].module);
+		n += sysfs_emit_at(buf, n, "%s %lx %lx %s %s %s\n", u->patches[i].name,
+				   u->patches[i].site, u->patches[i].new, u->patches[i].module,
+				   u->parts[u->patches[i].part].module,
+				   u->patches[i].live ? "live" : "planned");
+	mutex_unlock(&ks_mutex);
+	return n;
+}
+
+/* parts: "MODULE STATE NAME,NAME... [REASON]" per part ("-" when it names no function). */
+static ssize_t parts_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	struct ks_update *u = to_update(kobj);
+	unsigned int i, j;
+	int n = 0;
+
+	mutex_lock(&ks_mutex);
+	for (i = 0; i < u->nparts; i++) {
+		struct ks_part *p = &u->parts[i];
+
+		n += sysfs_emit_at(buf, n, "%s %s ", p->module, part_state_names[p->state]);
+		if (!p->names || !*p->names)
+			n += sysfs_emit_at(buf, n, "-");
+		for (j = 0; p->names && p->names[j]; j++)
+			n += sysfs_emit_at(buf, n, "%c", p->names[j] == ' ' ? ',' : p->names[j]);
+		n += sysfs_emit_at(buf, n, p->state == PART_FAILED && p->why ? " %s\n" : "\n",
+				   p->why);
+	}
 	mutex_unlock(&ks_mutex);
 	return n;
 }
@@ -1150,30 +1521,143 @@ static struct kobj_attribute tries_attr = __ATTR_RO(tries);
 static struct kobj_attribute applied_at_attr = __ATTR_RO(applied_at);
 static struct kobj_attribute description_attr = __ATTR_RO(description);
 static struct kobj_attribute patches_attr = __ATTR_RO(patches);
+static struct kobj_attribute parts_attr = __ATTR_RO(parts);
 
 static struct attribute *update_attrs[] = {
 	&stage_attr.attr, &abort_cause_attr.attr, &conflicts_attr.attr, &pause_ns_attr.attr,
-	&tries_attr.attr, &applied_at_attr.attr, &description_attr.attr, &patches_attr.attr, NULL,
+	&tries_attr.attr, &applied_at_attr.attr, &description_attr.attr, &patches_attr.attr,
+	&parts_attr.attr, NULL,
 };
 ATTRIBUTE_GROUPS(update);
 
 static struct kobj_attribute control_attr = __ATTR(control, 0200, NULL, control_store);
 static struct kobj_attribute last_error_attr = __ATTR_RO(last_error);
 static struct kobj_attribute bench_ns_attr = __ATTR_RO(bench_ns);
+static struct kobj_attribute coming_attr = __ATTR_RO(coming);
+static struct kobj_attribute version_attr = __ATTR_RO(version);
 static struct attribute *root_attrs[] = {
-	&control_attr.attr, &last_error_attr.attr, &bench_ns_attr.attr, NULL,
+	&control_attr.attr, &last_error_attr.attr, &bench_ns_attr.attr, &coming_attr.attr,
+	&version_attr.attr, NULL,
 };
 static const struct attribute_group root_group = { .attrs = root_attrs };
 
 /* ---- module tracking ---- */
+
+/* helper_failed says why the helper run for a coming module did not make a part live. */
+static void helper_failed(char *why, size_t len, const char *path, int ret)
+{
+	if (!path)
+		scnprintf(why, len, "no ksplice helper is set to match it");
+	else if (ret < 0)
+		scnprintf(why, len, "could not run the ksplice helper %s (error %d)", path, ret);
+	else if (ret & 0x7f)
+		scnprintf(why, len, "the ksplice helper %s was killed by signal %d", path, ret & 0x7f);
+	else if (ret)
+		scnprintf(why, len, "the ksplice helper %s exited with status %d", path, (ret >> 8) & 0xff);
+	else
+		scnprintf(why, len, "the ksplice helper %s ended without applying it", path);
+}
+
+/*
+ * module_coming: MOD is loading (relocated, alternatives and jump labels in place, read-only,
+ * its init not yet called). Every applied update with a pending part in it gets the part
+ * made by the helper, which this waits for; ks_mutex is not held meanwhile, since the helper
+ * talks to the core. Whatever happens, MOD loads: a part not made live is failed.
+ */
+static void module_coming(struct module *mod)
+{
+	static char *envp[] = { "HOME=/", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+				NULL };
+	char *argv[MAX_HELPER_ARGS + 2] = {}, why[160];
+	struct ks_update *u;
+	unsigned int k, n = 0;
+	int i, nargs = 0, ret = 0;
+
+	mutex_lock(&ks_mutex);
+	list_for_each_entry(u, &ks_updates, list) {
+		k = find_part(u, mod->name);
+		if (k == NO_PART)
+			continue;
+		if (u->stage == STAGE_PREPARING)
+			u->stale = true;
+		if (u->stage != STAGE_APPLIED || u->parts[k].state != PART_PENDING)
+			continue;
+		u->parts[k].state = PART_COMING;
+		n++;
+	}
+	for (nargs = 0; n && helper_argv[nargs]; nargs++) {
+		argv[nargs] = kstrdup(helper_argv[nargs], GFP_KERNEL);
+		if (!argv[nargs])
+			ret = -ENOMEM;
+	}
+	mutex_unlock(&ks_mutex);
+	if (!n)
+		return;
+	if (argv[0] && !ret) {
+		argv[nargs] = mod->name;
+		pr_info("module %s is loading with %u pending update part(s): running %s\n", mod->name, n,
+			argv[0]);
+		ret = call_usermodehelper(argv[0], argv, envp, UMH_WAIT_PROC | UMH_KILLABLE);
+	}
+	helper_failed(why, sizeof(why), argv[0], ret);
+	for (i = 0; i < nargs; i++)
+		kfree(argv[i]);
+	mutex_lock(&ks_mutex);
+	list_for_each_entry(u, &ks_updates, list) {
+		k = find_part(u, mod->name);
+		if (k != NO_PART && u->parts[k].state == PART_COMING)
+			fail_part(u, k, why);
+	}
+	mutex_unlock(&ks_mutex);
+}
+
+/*
+ * module_going: MOD is being freed (rmmod -f, or its init or load failed after it came). Its
+ * pins go; a part in it forgets its jumps with the memory they were in and waits for the
+ * module to load again.
+ */
+static void module_going(struct module *mod)
+{
+	struct ks_update *u;
+	struct ks_part *part;
+	unsigned int k;
+	bool live;
+
+	mutex_lock(&ks_mutex);
+	list_for_each_entry(u, &ks_updates, list) {
+		unpin(u, pin_of_module, mod);
+		k = find_part(u, mod->name);
+		if (k == NO_PART)
+			continue;
+		if (u->stage == STAGE_PREPARING)
+			u->stale = true;
+		part = &u->parts[k];
+		if (u->stage != STAGE_APPLIED || part->state == PART_PENDING)
+			continue;
+		live = part->state == PART_LIVE;
+		drop_part_patches(u, k);
+		kfree(part->why);
+		part->why = NULL;
+		part->state = PART_PENDING;
+		if (live)
+			pr_warn("Update %s: module %s was removed while patched; its part is pending until it loads again\n",
+				u->id, mod->name);
+	}
+	mutex_unlock(&ks_mutex);
+}
 
 static int module_event(struct notifier_block *nb, unsigned long event, void *data)
 {
 	struct module *mod = data;
 	struct ks_mod *m;
 
-	if (strncmp(mod->name, "ksplice_", strlen("ksplice_")))
+	if (strncmp(mod->name, "ksplice_", strlen("ksplice_"))) {
+		if (event == MODULE_STATE_COMING)
+			module_coming(mod);
+		else if (event == MODULE_STATE_GOING)
+			module_going(mod);
 		return NOTIFY_DONE;
+	}
 	mutex_lock(&ks_mutex);
 	if (event == MODULE_STATE_LIVE) {
 		m = kzalloc(sizeof(*m), GFP_KERNEL);
@@ -1217,6 +1701,7 @@ static void __exit ksplice_exit(void)
 {
 	struct ks_update *u;
 	struct ks_mod *m, *mtmp;
+	int i;
 
 	/* Nothing is applied: each applied update holds a reference on this module. */
 	unregister_module_notifier(&module_nb);
@@ -1236,6 +1721,8 @@ static void __exit ksplice_exit(void)
 		list_del(&m->list);
 		kfree(m);
 	}
+	for (i = 0; helper_argv[i]; i++)
+		kfree(helper_argv[i]);
 	mutex_unlock(&ks_mutex);
 	kobject_put(ks_root);
 }

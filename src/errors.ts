@@ -39,6 +39,7 @@ export const ABORT_CODES = [
   "unexpected_code",
   "already_patched",
   "call_failed",
+  "module_changed",
   "bad_plan",
   // the lab
   "lab_boot",

@@ -24,7 +24,17 @@ const ALLOWED: Record<string, string[]> = {
   kbuild: ["errors.ts", "files.ts", "proc.ts", "modname.ts"],
   runpre: ["diff", "elf", "x86", "live", "package", "errors.ts"],
   update: ["diff", "elf", "kbuild", "package", "errors.ts", "files.ts", "proc.ts", "collections.ts"],
-  kernel: ["live", "package", "runpre", "elf", "errors.ts", "proc.ts", "modname.ts"],
+  kernel: [
+    "live",
+    "package",
+    "runpre",
+    "elf",
+    "errors.ts",
+    "files.ts",
+    "proc.ts",
+    "modname.ts",
+    "collections.ts",
+  ],
   lab: ["kbuild", "kernel", "live", "package", "elf", "errors.ts", "files.ts", "proc.ts", "modname.ts"],
   cli: ["*"],
 };

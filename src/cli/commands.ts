@@ -1,5 +1,6 @@
 // The list of verbs, in the order `ksplice --help` shows them.
 import { applyCommand } from "./commands/apply.js";
+import { comingCommand } from "./commands/coming.js";
 import { createCommand } from "./commands/create.js";
 import { diffCommand } from "./commands/diff.js";
 import { labCommand } from "./commands/lab.js";
@@ -14,4 +15,5 @@ export const COMMANDS: readonly Command[] = [
   applyCommand,
   undoCommand,
   viewCommand,
+  comingCommand,
 ];

@@ -12,6 +12,11 @@ export interface Context {
   signal: AbortSignal;
   /** Set by --raw-errors: the abort code must be the first line of stderr, so no progress lines. */
   rawErrors?: boolean;
+  /**
+   * The command line that runs this program again (node and its entry script), for a helper
+   * the kernel runs later; undefined where there is none (a test running a command in-process).
+   */
+  self?: string[];
 }
 
 /** progress returns a logger for a command's progress lines on stderr (silent with --raw-errors). */

@@ -1,4 +1,5 @@
 // Process entry: wires the real process into a Context and exits with main's code.
+import { fileURLToPath } from "node:url";
 import { main } from "./main.js";
 
 const controller = new AbortController();
@@ -19,6 +20,7 @@ const code = await main(
     stdout: process.stdout,
     stderr: process.stderr,
     signal: controller.signal,
+    self: [process.execPath, fileURLToPath(import.meta.url)],
   },
   process.argv[1],
 );

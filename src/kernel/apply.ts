@@ -1,33 +1,43 @@
 // apply, undo and view on the machine whose kernel is being updated. apply runs the update's
 // plan in this order, and on any failure undoes exactly what it did, in reverse:
 //   lock → open and verify the package → check the running kernel is the update's →
-//   load the core → run-pre match every target (nothing loaded yet) → load the update module →
-//   resolve its kernel relocations from the match → hand relocations and jumps to the core →
-//   the core applies under stop_machine.
-// Nothing here writes kernel memory: the core module does, after checking the plan again.
+//   load the core → which modules it patches are not loaded (their parts wait for the module
+//   to load) → run-pre match every other target (nothing loaded yet) → load the update module
+//   → resolve its kernel relocations from the match → keep a copy of the package (store.ts) →
+//   hand parts, relocations and jumps to the core → the core applies under stop_machine.
+// A module with a pending part loading later is matched by the helper (coming.ts), which the
+// core runs while the module is coming. Nothing here writes kernel memory: the core module
+// does, after checking the plan again.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { ElfFile } from "../elf/reader.js";
+import { groupBy } from "../collections.js";
 import { type AbortCode, UserError } from "../errors.js";
 import { runningIdentity } from "../live/identity.js";
 import { Kallsyms } from "../live/kallsyms.js";
-import { kcoreMemory } from "../live/memory.js";
 import { kernelModuleName } from "../modname.js";
-import { isUpdateModule, moduleName } from "../package/id.js";
-import type { Manifest, ManifestTarget } from "../package/manifest.js";
-import { openPackage } from "../package/package.js";
-import { type MatchedFunction, RunPre } from "../runpre/match.js";
+import { moduleName } from "../package/id.js";
+import type { Manifest } from "../package/manifest.js";
+import { type OpenedPackage, openPackage } from "../package/package.js";
 import {
+  CORE_PROTOCOL,
   Core,
   CoreError,
   type CoreHost,
   localHost,
-  moduleSection,
   type Patch,
   type Reloc,
   type UpdateStatus,
 } from "./core.js";
-import { planPatch } from "./plan.js";
+import {
+  type MatchedTarget,
+  ModuleSections,
+  matchTargets,
+  partName,
+  planJumps,
+  planRelocs,
+  type Scope,
+} from "./matching.js";
+import { removeStored, storePackage } from "./store.js";
 
 const LOCK = "/run/ksplice.lock";
 
@@ -36,7 +46,15 @@ export interface ApplyResult {
   id: string;
   description: string;
   status: UpdateStatus;
-  targets: Array<{ name: string; object: string; module?: string; addr: string; via?: string }>;
+  /** Each target: live (its jump is in; where it runs) or pending (its module is not loaded). */
+  targets: Array<{
+    name: string;
+    object: string;
+    module?: string;
+    state: "live" | "pending";
+    addr?: string;
+    via?: string;
+  }>;
   loadedCore: boolean;
   /** With --partial: targets left out because their running code differs. */
   skipped: Array<{ name: string; object: string; reason: string }>;
@@ -133,47 +151,13 @@ async function exec(host: CoreHost, argv: string[], what: string, code: AbortCod
     throw new UserError(`${what} (${argv.join(" ")}) failed: ${(r.stderr || r.stdout).trim()}`, { code });
 }
 
-/** ModuleSections reads (once each) where a loaded module's sections are. */
-class ModuleSections {
-  private readonly cache = new Map<string, bigint>();
-  constructor(
-    private readonly module: string,
-    private readonly host: CoreHost,
-  ) {}
-  async addr(section: string): Promise<bigint> {
-    let v = this.cache.get(section);
-    if (v === undefined) {
-      v = await moduleSection(this.module, section, this.host);
-      this.cache.set(section, v);
-    }
-    return v;
-  }
-}
-
-/** MatchedTarget is a target of the update with where it runs now and its first bytes there. */
-interface MatchedTarget {
-  target: ManifestTarget;
-  fn: MatchedFunction;
-  head: Uint8Array;
-}
-
-/** Matching is what run-pre proved: the targets found, those left out, every kernel address the module needs. */
-interface Matching {
-  matched: MatchedTarget[];
-  skipped: ApplyResult["skipped"];
-  /** Address of each of the manifest's relocations' symbols, in order. */
-  symbols: bigint[];
-  /** __this_module of each loadable module the update patches or refers to: the core pins them. */
-  pins: bigint[];
-}
-
 /**
- * Step: every module the update has targets in must be loaded now. One that is installed but
- * not loaded cannot be patched yet (a later load is not followed); one that is not even
- * installed is named as missing.
+ * Step: which modules the update has targets in are not loaded now. Their parts wait: the core
+ * makes them when the module loads. A module that is not even installed is named as missing.
  */
-function checkModules(m: Manifest, kallsyms: Kallsyms, release: string): void {
+function pendingModules(m: Manifest, kallsyms: Kallsyms, release: string): Set<string> {
   const loaded = new Set(kallsyms.entries.map((e) => e.module));
+  const pending = new Set<string>();
   for (const mod of new Set(m.objects.flatMap((o) => (o.module ? [o.module] : [])))) {
     if (loaded.has(mod)) continue;
     if (!moduleInstalled(mod, release))
@@ -181,10 +165,25 @@ function checkModules(m: Manifest, kallsyms: Kallsyms, release: string): void {
         `update ${m.id} patches module ${mod}, which is neither loaded nor installed in /lib/modules/${release}`,
         { code: "module_missing" },
       );
-    throw new UserError(
-      `update ${m.id} patches module ${mod}, which is not loaded: load it (modprobe ${mod}) and apply again; following a module loaded later is not supported yet`,
-      { code: "module_not_loaded" },
-    );
+    pending.add(mod);
+  }
+  return pending;
+}
+
+/**
+ * Step: the hooks run when the update is applied, so none may use a module that is not loaded
+ * (their references into it could not be filled yet).
+ */
+function checkHooks(m: Manifest, pending: Set<string>): void {
+  const moduleOf = new Map(m.objects.map((o) => [o.path, o.module]));
+  for (const h of m.hooks) {
+    const fn = m.newFunctions.find((f) => f.section === h.section && f.name === h.symbol);
+    const mod = fn ? moduleOf.get(fn.object) : undefined;
+    if (mod && pending.has(mod))
+      throw new UserError(
+        `update ${m.id} has a ${h.kind} hook (${h.symbol}) in module ${mod}, which is not loaded: hooks run at apply, so load it (modprobe ${mod}) and apply again`,
+        { code: "module_not_loaded" },
+      );
   }
 }
 
@@ -206,17 +205,23 @@ function moduleInstalled(module: string, release: string): boolean {
   return false;
 }
 
-/** pinsFor lists the __this_module of each loadable module holding a target or a relocation's symbol. */
-function pinsFor(m: Manifest, kallsyms: Kallsyms, symbols: bigint[]): bigint[] {
-  const modules = new Set(m.objects.flatMap((o) => (o.module ? [o.module] : [])));
-  for (const addr of symbols)
-    for (const e of kallsyms.at(addr)) if (e.module && !isUpdateModule(e.module)) modules.add(e.module);
-  return [...modules].sort().map((mod) => kallsyms.one("__this_module", mod));
-}
-
-/** Step: the core module is loaded (from the package when it is not); true when loaded now. */
+/**
+ * Step: the core module is loaded (from the package when it is not) and speaks our protocol;
+ * a loaded core of another version is replaced when it holds no applied update. True when
+ * loaded now.
+ */
 async function ensureCore(core: Core, m: Manifest, dir: string): Promise<boolean> {
-  if (await core.loaded()) return false;
+  if (await core.loaded()) {
+    const version = await core.version();
+    if (version === CORE_PROTOCOL) return false;
+    const applied = (await listUpdates(core.host)).filter((u) => u.stage === "applied");
+    if (applied.length)
+      throw new UserError(
+        `the loaded ksplice core speaks protocol ${version}, this ksplice ${CORE_PROTOCOL}, and it holds applied update(s) ${applied.map((u) => u.id).join(", ")}: undo them with the ksplice that applied them, then apply again`,
+        { code: "load_failed" },
+      );
+    await exec(core.host, ["rmmod", "ksplice"], "unloading the older ksplice core", "load_failed");
+  }
   if (!m.core)
     throw new UserError(`the ksplice core is not loaded and update ${m.id} does not carry it`, {
       code: "not_loaded",
@@ -234,43 +239,6 @@ async function clearLeftover(core: Core, id: string): Promise<void> {
   await core.remove(id);
 }
 
-/**
- * Step: run-pre match every target against the running kernel (nothing is loaded yet) and
- * resolve every kernel relocation. With `partial`, targets whose running code differs are left
- * out, as long as one matches.
- */
-function matchTargets(m: Manifest, dir: string, partial: boolean): Matching {
-  const kallsyms = Kallsyms.read();
-  checkModules(m, kallsyms, runningIdentity().release);
-  const mem = kcoreMemory();
-  try {
-    const runpre = new RunPre(kallsyms, mem);
-    for (const o of m.objects)
-      runpre.addObject(o.path, ElfFile.parse(readFileSync(join(dir, o.pre)), o.pre), o.module);
-    const matched: MatchedTarget[] = [];
-    const skipped: ApplyResult["skipped"] = [];
-    for (const target of m.targets) {
-      try {
-        const fn = runpre.matchFunction(target.object, target.name);
-        matched.push({ target, fn, head: mem.read(fn.addr, 10) });
-      } catch (e) {
-        const differs = e instanceof UserError && (e.code === "no_match" || e.code === "failed_to_find");
-        if (!partial || !differs) throw e;
-        skipped.push({ name: target.name, object: target.object, reason: e.message });
-      }
-    }
-    if (matched.length === 0 && m.targets.length > 0)
-      throw new UserError(
-        `no function of update ${m.id} matches the running kernel:\n${skipped.map((x) => x.reason).join("\n")}`,
-        { code: "no_match" },
-      );
-    const symbols = m.relocations.map((r) => runpre.addressOf(r.object, r.preSymbol, r.local));
-    return { matched, skipped, symbols, pins: pinsFor(m, kallsyms, symbols) };
-  } finally {
-    mem.close();
-  }
-}
-
 /** Step: load the update module (its code runs only once the core has spliced it in); returns its undo. */
 async function loadUpdateModule(host: CoreHost, m: Manifest, dir: string): Promise<() => Promise<void>> {
   const name = m.module.name;
@@ -280,40 +248,38 @@ async function loadUpdateModule(host: CoreHost, m: Manifest, dir: string): Promi
   return () => exec(host, ["rmmod", name], `unloading ${name}`, "module_busy");
 }
 
-/** Step: where each kernel relocation's field is in the loaded module, and its symbol's address. */
-async function planRelocs(m: Manifest, symbols: bigint[], sections: ModuleSections): Promise<Reloc[]> {
-  const out: Reloc[] = [];
-  for (const [i, r] of m.relocations.entries())
-    out.push({
-      dest: (await sections.addr(r.section)) + BigInt(r.offset),
-      type: r.type,
-      symbol: symbols[i],
-      addend: BigInt(r.addend),
-    });
-  return out;
-}
-
-/** Step: the jump for each matched target, to its replacement in the loaded module. */
-async function planJumps(matched: MatchedTarget[], sections: ModuleSections): Promise<Patch[]> {
-  const out: Patch[] = [];
-  for (const { target, fn, head } of matched) {
-    const addr = await sections.addr(target.replacement.section);
-    out.push(planPatch(fn, head, { addr, size: BigInt(target.replacement.size) }));
-  }
-  return out;
-}
-
 /** Step: hand the plan to the core and have it apply it under stop_machine; returns the core's undo. */
 async function handToCore(
   core: Core,
   m: Manifest,
-  plan: { pins: bigint[]; relocs: Reloc[]; patches: Patch[]; sections: ModuleSections },
+  plan: {
+    matched: MatchedTarget[];
+    pending: Set<string>;
+    helper?: string[];
+    pins: bigint[];
+    relocs: Reloc[];
+    patches: Patch[];
+    sections: ModuleSections;
+  },
   log: (line: string) => void,
   undo: Array<() => Promise<void>>,
 ): Promise<UpdateStatus> {
   try {
     await core.newUpdate(m.id, m.module.name);
     undo.push(() => core.remove(m.id));
+    // Every part, named by its functions: those matched now, and those of modules not loaded.
+    const named = [
+      ...plan.matched.map((t) => t.target),
+      ...m.targets.filter((t) => t.module && plan.pending.has(t.module)),
+    ];
+    for (const [part, ts] of groupBy(named, (t) => partName(t.module)))
+      await core.target(
+        m.id,
+        part,
+        ts.map((t) => t.name),
+      );
+    if (plan.helper && m.objects.some((o) => o.module)) await core.setHelper(plan.helper);
+    await core.pending(m.id, [...plan.pending].sort());
     await core.pin(m.id, plan.pins);
     await core.reloc(m.id, plan.relocs);
     await core.patch(m.id, plan.patches);
@@ -327,54 +293,110 @@ async function handToCore(
   }
 }
 
-/** applyUpdate applies a package to the running kernel (run as root on the target). */
-export async function applyUpdate(opts: {
+/** How often apply plans again when a module it patches loads or goes meanwhile. */
+const MODULE_CHANGED_TRIES = 3;
+
+/** ApplyOptions are what applyUpdate needs besides the package. */
+export interface ApplyOptions {
   path: string;
   /** Apply what matches, leaving out functions whose running code differs. */
   partial?: boolean;
   log: (line: string) => void;
-}): Promise<ApplyResult> {
+  /**
+   * The program the core runs (with the module's name appended) when a module the update
+   * patches loads later: this ksplice's `module-coming` command. Without it, an update with
+   * a module that is not loaded is refused.
+   */
+  helper?: string[];
+}
+
+/** applyUpdate applies a package to the running kernel (run as root on the target). */
+export async function applyUpdate(opts: ApplyOptions): Promise<ApplyResult> {
   requireRoot("ksplice apply");
-  const host = localHost;
   return withLock(async () => {
     const pkg = await openPackage(opts.path);
-    // What was done so far, undone in reverse when a later step fails.
-    const undo: Array<() => Promise<void>> = [];
     try {
-      const m = pkg.manifest;
-      checkKernel(m);
-      const core = new Core({ host });
-      const loadedCore = await ensureCore(core, m, pkg.dir);
-      await clearLeftover(core, m.id);
-      opts.log(`matching ${m.targets.length} function(s) against the running kernel`);
-      const { matched, skipped, symbols, pins } = matchTargets(m, pkg.dir, opts.partial ?? false);
-      undo.push(await loadUpdateModule(host, m, pkg.dir));
-      const sections = new ModuleSections(m.module.name, host);
-      const relocs = await planRelocs(m, symbols, sections);
-      const patches = await planJumps(matched, sections);
-      const status = await handToCore(core, m, { pins, relocs, patches, sections }, opts.log, undo);
-      undo.length = 0;
-      return {
-        id: m.id,
-        description: m.description,
-        status,
-        loadedCore,
-        skipped,
-        targets: matched.map(({ fn, target }) => ({
-          name: fn.name,
-          object: fn.object,
-          ...(target.module ? { module: target.module } : {}),
-          addr: `0x${fn.addr.toString(16)}`,
-          ...(fn.via ? { via: fn.via.module } : {}),
-        })),
-      };
-    } catch (e) {
-      for (const u of undo.reverse()) await u().catch(() => {});
-      throw e;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await applyOnce(pkg, opts);
+        } catch (e) {
+          if (!(e instanceof UserError && e.code === "module_changed") || attempt >= MODULE_CHANGED_TRIES)
+            throw e;
+          opts.log("a module the update patches loaded or went while it was planned: planning again");
+        }
+      }
     } finally {
       pkg.close();
     }
   });
+}
+
+async function applyOnce(pkg: OpenedPackage, opts: ApplyOptions): Promise<ApplyResult> {
+  const host = localHost;
+  // What was done so far, undone in reverse when a later step fails.
+  const undo: Array<() => Promise<void>> = [];
+  try {
+    const m = pkg.manifest;
+    checkKernel(m);
+    const core = new Core({ host });
+    const loadedCore = await ensureCore(core, m, pkg.dir);
+    await clearLeftover(core, m.id);
+    const kallsyms = Kallsyms.read();
+    const pending = pendingModules(m, kallsyms, runningIdentity().release);
+    if (pending.size && !opts.helper)
+      throw new UserError(
+        `update ${m.id} patches module(s) ${[...pending].join(", ")}, not loaded, and this caller cannot follow a later load: load them and apply again`,
+        { code: "module_not_loaded" },
+      );
+    checkHooks(m, pending);
+    const scope: Scope = (mod) => mod === undefined || !pending.has(mod);
+    const later = m.targets.filter((t) => !scope(t.module));
+    opts.log(
+      `matching ${m.targets.length - later.length} function(s) against the running kernel` +
+        (later.length ? `; ${later.length} wait for module(s) ${[...pending].join(", ")} to load` : ""),
+    );
+    const matching = matchTargets(m, pkg.dir, { partial: opts.partial ?? false, scope, kallsyms });
+    undo.push(await loadUpdateModule(host, m, pkg.dir));
+    const sections = new ModuleSections(m.module.name, host);
+    const relocs = await planRelocs(m, matching.relocs, sections);
+    const patches = await planJumps(matching.matched, sections);
+    const unstore = storePackage(pkg);
+    undo.push(async () => unstore());
+    const status = await handToCore(
+      core,
+      m,
+      { ...matching, pending, helper: opts.helper, relocs, patches, sections },
+      opts.log,
+      undo,
+    );
+    undo.length = 0;
+    return {
+      id: m.id,
+      description: m.description,
+      status,
+      loadedCore,
+      skipped: matching.skipped,
+      targets: [
+        ...matching.matched.map(({ fn, target }) => ({
+          name: fn.name,
+          object: fn.object,
+          ...(target.module ? { module: target.module } : {}),
+          state: "live" as const,
+          addr: `0x${fn.addr.toString(16)}`,
+          ...(fn.via ? { via: fn.via.module } : {}),
+        })),
+        ...later.map((t) => ({
+          name: t.name,
+          object: t.object,
+          module: t.module,
+          state: "pending" as const,
+        })),
+      ],
+    };
+  } catch (e) {
+    for (const u of undo.reverse()) await u().catch(() => {});
+    throw e;
+  }
 }
 
 /** undoUpdate reverses an applied update and unloads its module. */
@@ -406,6 +428,7 @@ export async function undoUpdate(opts: { id: string; log: (line: string) => void
       throw toUserError(e);
     }
     await core.remove(opts.id).catch(toThrow);
+    removeStored(opts.id);
     const name = moduleName(opts.id);
     await exec(host, ["rmmod", name], `unloading ${name}`, "module_busy");
     return st;

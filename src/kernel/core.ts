@@ -20,6 +20,15 @@ export const SYSFS_ROOT = "/sys/kernel/ksplice";
 /** MAX_WRITE is the most the module takes in one write(2) to control (a page, less its NUL). */
 export const MAX_WRITE = 4095;
 
+/**
+ * CORE_PROTOCOL is the version of the control protocol this file speaks (the core's `version`
+ * file; a core without one speaks 1). 2 added parts: modules loaded after an update.
+ */
+export const CORE_PROTOCOL = 2;
+
+/** VMLINUX names the kernel image's part of an update (a module's part is named by the module). */
+export const VMLINUX = "vmlinux";
+
 /** Stage is an update's state as the module reports it. */
 export type Stage = "preparing" | "applied" | "reversed";
 
@@ -31,6 +40,7 @@ export type AbortCause =
   | "unexpected_code"
   | "already_patched"
   | "call_failed"
+  | "module_changed"
   | "bad_plan";
 
 /** CoreErrorCode is an abort cause, or what went wrong around the module. */
@@ -62,6 +72,24 @@ export interface Patch {
   nsize: bigint;
   /** The 5 bytes at site now. */
   expected: Uint8Array;
+  /** The part the jump belongs to: the target's module, or VMLINUX (the default). */
+  part?: string;
+}
+
+/**
+ * PartState is where an update stands in one image: live (its jumps are in), pending (the
+ * module is not loaded; the jumps go in when it loads), coming (it is loading and the helper is
+ * matching it), failed (it loaded, and runs unpatched: `reason` says why).
+ */
+export type PartState = "live" | "pending" | "coming" | "failed";
+
+/** Part is an update's targets in one image: the kernel (VMLINUX) or one loadable module. */
+export interface Part {
+  module: string;
+  state: PartState;
+  /** The functions it replaces there. */
+  names: string[];
+  reason?: string;
 }
 
 /** UpdateStatus is everything /sys/kernel/ksplice/ID/ says about one update. */
@@ -74,8 +102,13 @@ export interface UpdateStatus {
   tries: number;
   appliedAt: number;
   description: string;
-  /** Each jump: the function, where, to where, and the module it is in (absent: the kernel image). */
-  patches: { name: string; site: bigint; newAddr: bigint; module?: string }[];
+  /**
+   * Each jump: the function, where, to where, the module it is in (absent: the kernel image),
+   * the part it belongs to and whether it is written.
+   */
+  patches: { name: string; site: bigint; newAddr: bigint; module?: string; part: string; live: boolean }[];
+  /** The update's parts (a core of protocol 1 reports none). */
+  parts: Part[];
 }
 
 /** CoreError is a refusal by the core module (code = its abort cause) or a failure around it. */
@@ -150,17 +183,85 @@ export function splitWrites(lines: string[], max = MAX_WRITE): string[] {
 
 /** relocLine formats a `reloc` command. */
 export function relocLine(id: string, r: Reloc): string {
-  return `${id} reloc ${hex(r.dest)} ${KERNEL_RELOC_TYPES[r.type]} ${hex(r.symbol)} ${r.addend}`;
+  return `${id} ${relocArgs(r)}`;
+}
+
+function relocArgs(r: Reloc): string {
+  return `reloc ${hex(r.dest)} ${KERNEL_RELOC_TYPES[r.type]} ${hex(r.symbol)} ${r.addend}`;
 }
 
 /** patchLine formats a `patch` command. */
 export function patchLine(id: string, p: Patch): string {
+  return `${id} ${patchArgs(p)} ${p.part ?? VMLINUX}`;
+}
+
+function patchArgs(p: Patch): string {
   if (p.expected.length !== 5)
     throw new CoreError("bad_command", `patch ${p.name}: expected bytes must be 5, got ${p.expected.length}`);
   if (!/^\S+$/.test(p.name))
     throw new CoreError("bad_command", `patch name ${JSON.stringify(p.name)} must be one word`);
   const exp = Buffer.from(p.expected).toString("hex");
-  return `${id} patch ${hex(p.site)} ${hex(p.newAddr)} ${hex(p.fstart)} ${hex(p.fsize)} ${hex(p.nstart)} ${hex(p.nsize)} ${exp} ${p.name}`;
+  return `patch ${hex(p.site)} ${hex(p.newAddr)} ${hex(p.fstart)} ${hex(p.fsize)} ${hex(p.nstart)} ${hex(p.nsize)} ${exp} ${p.name}`;
+}
+
+/** partLines formats the plan of one part whose module is loading: "ID part MODULE ...", then apply. */
+export function partLines(
+  id: string,
+  module: string,
+  plan: { pins: bigint[]; relocs: Reloc[]; patches: Patch[] },
+): string[] {
+  return [
+    ...plan.pins.map((a) => `pin ${hex(a)}`),
+    ...plan.relocs.map(relocArgs),
+    ...plan.patches.map(patchArgs),
+    "apply",
+  ].map((l) => `${id} part ${module} ${l}`);
+}
+
+/** UpdateTarget is one function an update replaces, its part and where that part stands. */
+export interface UpdateTarget {
+  name: string;
+  /** Its part: the module, or VMLINUX. */
+  module: string;
+  state: PartState;
+  reason?: string;
+}
+
+/**
+ * targetsOf lists an update's functions: those whose jump is written (live), then those of
+ * parts waiting for their module (pending, coming) or whose module runs unpatched (failed).
+ */
+export function targetsOf(st: UpdateStatus): UpdateTarget[] {
+  const live: UpdateTarget[] = st.patches
+    .filter((p) => p.live)
+    .map((p) => ({ name: p.name, module: p.part, state: "live" }));
+  const waiting = st.parts
+    .filter((p) => p.state !== "live")
+    .flatMap((p) =>
+      p.names.map((name) => ({
+        name,
+        module: p.module,
+        state: p.state,
+        ...(p.reason ? { reason: p.reason } : {}),
+      })),
+    );
+  return [...live, ...waiting];
+}
+
+/** parseParts reads a core's `parts` file: "MODULE STATE NAME,NAME... [REASON]" per line. */
+export function parseParts(text: string): Part[] {
+  const out: Part[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^(\S+) (live|pending|coming|failed) (\S+)(?: (.*))?$/.exec(line.trim());
+    if (!m) continue;
+    out.push({
+      module: m[1],
+      state: m[2] as PartState,
+      names: m[3] === "-" ? [] : m[3].split(","),
+      ...(m[4] ? { reason: m[4] } : {}),
+    });
+  }
+  return out;
 }
 
 /** parseStatus reads an update's files (as a map name → contents) into an UpdateStatus. */
@@ -176,15 +277,19 @@ export function parseStatus(id: string, files: Record<string, string>): UpdateSt
     appliedAt: Number((files.applied_at ?? "0").trim()),
     description: (files.description ?? "").replace(/\n$/, ""),
     patches: lines(files.patches).map((l) => {
-      const [name, site, newAddr, module] = l.trim().split(/\s+/);
+      const [name, site, newAddr, module, part, live] = l.trim().split(/\s+/);
       return {
         name,
         site: BigInt(`0x${site}`),
         newAddr: BigInt(`0x${newAddr}`),
         // The module a jump is in; absent for the kernel image (the core says "vmlinux").
-        ...(module && module !== "vmlinux" ? { module } : {}),
+        ...(module && module !== VMLINUX ? { module } : {}),
+        // A core of protocol 1 has neither column: its jumps are the kernel's or a module's, all written.
+        part: part ?? module ?? VMLINUX,
+        live: live === undefined ? (files.stage ?? "").trim() === "applied" : live === "live",
       };
     }),
+    parts: parseParts(files.parts ?? ""),
   };
 }
 
@@ -197,6 +302,7 @@ const STATUS_FILES = [
   "applied_at",
   "description",
   "patches",
+  "parts",
 ];
 
 /** Core drives a loaded ksplice core module through its sysfs files. */
@@ -286,6 +392,58 @@ export class Core {
     await this.control(addrs.map((a) => `${id} pin ${hex(a)}`));
   }
 
+  /** target names the functions the update replaces in one part (VMLINUX or a module). */
+  async target(id: string, part: string, names: string[]): Promise<void> {
+    await this.control(names.map((n) => `${id} target ${part} ${n}`));
+  }
+
+  /** pending says a module part's module is not loaded: the core patches it when it loads. */
+  async pending(id: string, modules: string[]): Promise<void> {
+    await this.control(modules.map((m) => `${id} pending ${m}`));
+  }
+
+  /** setHelper names the program (argv; the core appends the module's name) run when such a module loads. */
+  async setHelper(argv: string[]): Promise<void> {
+    if (!argv.length || argv.some((a) => !/^\S+$/.test(a)) || !argv[0].startsWith("/"))
+      throw new CoreError(
+        "bad_command",
+        `the helper must be an absolute path and words without spaces: ${argv.join(" ")}`,
+      );
+    await this.control([`helper ${argv.join(" ")}`]);
+  }
+
+  /** coming lists the parts whose module is loading now, in the order their updates were applied. */
+  async coming(): Promise<Array<{ id: string; module: string }>> {
+    const text = await this.host.readFile(`${this.root}/coming`);
+    return text
+      .split("\n")
+      .map((l) => l.trim().split(/\s+/))
+      .filter((w) => w.length === 2)
+      .map(([id, module]) => ({ id, module }));
+  }
+
+  /** part sends the plan of one coming part (pins, relocations, jumps) and applies it. */
+  async applyPart(
+    id: string,
+    module: string,
+    plan: { pins: bigint[]; relocs: Reloc[]; patches: Patch[] },
+  ): Promise<void> {
+    await this.control(partLines(id, module, plan));
+  }
+
+  /** failPart marks a coming part failed: the module runs unpatched, and the log says why. */
+  async failPart(id: string, module: string, reason: string): Promise<void> {
+    const text = reason.replace(/\s+/g, " ").trim().slice(0, 200) || "no reason given";
+    await this.control([`${id} part ${module} fail ${text}`]);
+  }
+
+  /** version is the control protocol the loaded core speaks. */
+  async version(): Promise<number> {
+    const path = `${this.root}/version`;
+    if (!(await this.host.exists(path))) return 1;
+    return Number((await this.host.readFile(path)).trim());
+  }
+
   /** hook registers a hook function at addr for the given point. */
   async hook(id: string, kind: HookKind, addr: bigint): Promise<void> {
     await this.control([`${id} hook ${kind} ${hex(addr)}`]);
@@ -317,7 +475,9 @@ export class Core {
     if (!(await this.host.exists(`${dir}/stage`)))
       throw new CoreError("bad_command", `no update ${id} in the ksplice core (${dir} is missing)`);
     const files: Record<string, string> = {};
-    for (const f of STATUS_FILES) files[f] = await this.host.readFile(`${dir}/${f}`);
+    for (const f of STATUS_FILES)
+      if (f !== "parts" || (await this.host.exists(`${dir}/${f}`)))
+        files[f] = await this.host.readFile(`${dir}/${f}`);
     return parseStatus(id, files);
   }
 

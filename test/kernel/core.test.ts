@@ -8,8 +8,10 @@ import {
   type CoreHost,
   MAX_WRITE,
   type Patch,
+  parseParts,
   parseStatus,
   splitWrites,
+  targetsOf,
 } from "../../src/kernel/core.js";
 import { Kallsyms } from "../../src/live/kallsyms.js";
 
@@ -101,12 +103,80 @@ test("plan commands are formatted as the module parses them", async () => {
     [
       "new abc1 ksplice_abc1\n",
       "abc1 reloc ffffffffc0002008 1 ffffffff82000000 0\nabc1 reloc ffffffffc0001003 4 ffffffff81000000 -4\n",
-      "abc1 patch ffffffff81234565 ffffffffc0001000 ffffffff81234560 30 ffffffffc0001000 2a 53488b354b cmdline_proc_show\n",
+      "abc1 patch ffffffff81234565 ffffffffc0001000 ffffffff81234560 30 ffffffffc0001000 2a 53488b354b cmdline_proc_show vmlinux\n",
       "abc1 hook pre_apply ffffffffc0001100\n",
       "abc1 description fix the bug\n",
     ],
   );
   assert.ok(fs.writes.every((w) => w.path === `${R}/control`));
+});
+
+test("parts: targets, pending modules, the helper, and a coming module's plan", async () => {
+  const fs = loadedFs();
+  const core = new Core({ host: fs });
+  await core.newUpdate("abc1", "ksplice_abc1");
+  await core.target("abc1", "overlay", ["ovl_show_options", "ovl_remount"]);
+  await core.setHelper(["/usr/bin/node", "/opt/ksplice/dist/src/cli/run.js", "module-coming"]);
+  await core.pending("abc1", ["overlay"]);
+  await assert.rejects(core.setHelper(["node", "run.js"]), /absolute path/);
+  await assert.rejects(core.setHelper(["/a b"]), /without spaces/);
+  fs.files.set(`${R}/coming`, "abc1 overlay\nzz9 xfs\n");
+  assert.deepEqual(await core.coming(), [
+    { id: "abc1", module: "overlay" },
+    { id: "zz9", module: "xfs" },
+  ]);
+  await core.applyPart("abc1", "overlay", {
+    pins: [0xffffffffc0100000n],
+    relocs: [{ dest: 0xffffffffc0001003n, type: "R_X86_64_PC32", symbol: 0xffffffffc0105000n, addend: -4n }],
+    patches: [{ ...patch, part: "overlay" }],
+  });
+  await core.failPart("abc1", "overlay", "run-pre: ovl_show_options\n does not match");
+  assert.deepEqual(
+    fs.writes.map((w) => w.data),
+    [
+      "new abc1 ksplice_abc1\n",
+      "abc1 target overlay ovl_show_options\nabc1 target overlay ovl_remount\n",
+      "helper /usr/bin/node /opt/ksplice/dist/src/cli/run.js module-coming\n",
+      "abc1 pending overlay\n",
+      "abc1 part overlay pin ffffffffc0100000\n" +
+        "abc1 part overlay reloc ffffffffc0001003 2 ffffffffc0105000 -4\n" +
+        "abc1 part overlay patch ffffffff81234565 ffffffffc0001000 ffffffff81234560 30 ffffffffc0001000 2a 53488b354b cmdline_proc_show\n" +
+        "abc1 part overlay apply\n",
+      "abc1 part overlay fail run-pre: ovl_show_options does not match\n",
+    ],
+  );
+});
+
+test("an update's parts and targets read from the core: live, pending, failed with the reason", () => {
+  const st = parseStatus("u1", {
+    stage: "applied\n",
+    patches:
+      "cmdline_proc_show ffffffff81234565 ffffffffc0001000 vmlinux vmlinux live\n" +
+      "ovl_copyfile ffffffffc0201235 ffffffffc0001100 ksplice_u0 overlay live\n",
+    parts:
+      "vmlinux live cmdline_proc_show\n" +
+      "overlay live ovl_copyfile\n" +
+      "xfs pending xfs_foo,xfs_bar\n" +
+      "btrfs failed btrfs_baz run-pre: btrfs_baz (fs/btrfs/ioctl.o) does not match the running kernel\n",
+  });
+  assert.deepEqual(st.parts[3], {
+    module: "btrfs",
+    state: "failed",
+    names: ["btrfs_baz"],
+    reason: "run-pre: btrfs_baz (fs/btrfs/ioctl.o) does not match the running kernel",
+  });
+  // A stacked jump sits in an earlier update's module, but belongs to its part (overlay).
+  assert.deepEqual(
+    targetsOf(st).map((t) => `${t.name} ${t.module} ${t.state}`),
+    [
+      "cmdline_proc_show vmlinux live",
+      "ovl_copyfile overlay live",
+      "xfs_foo xfs pending",
+      "xfs_bar xfs pending",
+      "btrfs_baz btrfs failed",
+    ],
+  );
+  assert.deepEqual(parseParts("x live -\n"), [{ module: "x", state: "live", names: [] }]);
 });
 
 test("writes are split at line boundaries under a page", () => {
@@ -183,7 +253,17 @@ test("apply returns the status; an abort becomes a CoreError with the cause and 
     tries: 1,
     appliedAt: 42,
     description: "one",
-    patches: [{ name: "cmdline_proc_show", site: 0xffffffff81234565n, newAddr: 0xffffffffc0001000n }],
+    // A core of protocol 1 names no part: the jump is the kernel's, written since applied.
+    patches: [
+      {
+        name: "cmdline_proc_show",
+        site: 0xffffffff81234565n,
+        newAddr: 0xffffffffc0001000n,
+        part: "vmlinux",
+        live: true,
+      },
+    ],
+    parts: [],
   });
   await assert.rejects(core.reverse("u1"), (e: CoreError) => {
     assert.equal(e.code, "code_busy");

@@ -1,10 +1,13 @@
 // Updates to loadable modules, in Debian's running kernel (QEMU), with Debian's own overlay
-// module from the image package: refused while the module is not loaded (and named when it is
-// not even installed), applied to the loaded module and seen in /proc/mounts, the patched
-// module held loaded (rmmod refused) until undo, one update touching the kernel image and a
-// module together, and a module whose running code differs from the pre code refused with
-// no_match, nothing changed; and two real fixes to overlay from Debian's stable delta
-// (fs/overlayfs/file.c, copy_up.c), applied, viewed and undone.
+// module from the image package, checked by behaviour (a mark in /proc/mounts):
+//   - loaded later: applied while overlay is not loaded (pending), patched as it loads; held
+//     loaded while patched, removed by force (its part pending again) and patched at the next
+//     load; after undo a fresh load runs the original code;
+//   - loaded later with code that differs from the pre code: the module loads unpatched, the
+//     part is failed in view and in the kernel log, its code unchanged;
+//   - two stacked updates, and the kernel image with a module, loaded later;
+//   - loaded now: patched at once; a module whose code differs refused with no_match;
+//   - not installed: module_missing; two real overlay fixes of Debian's stable delta.
 import assert from "node:assert/strict";
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -12,6 +15,7 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import * as tar from "tar";
 import { PINNED_CORPUS, prepareCorpus } from "../../src/lab/corpus.js";
+import { guestKallsyms, guestKernelBytes } from "../../src/lab/host.js";
 import { prepareLab, withLab } from "../../src/lab/index.js";
 import { tempDir } from "../helpers/compile.js";
 import { ok, sh } from "../helpers/guest.js";
@@ -29,7 +33,7 @@ const MOUNT =
 const UMOUNT = "umount /mnt/ovt/m && umount /mnt/ovt";
 const MARKS = "grep -o ',ksplice[0-9]*' /proc/mounts | sort | tr '\\n' ' '; echo";
 
-test("updates to a loadable module: loaded, held loaded, with vmlinux, and refused when its code differs", {
+test("updates to a loadable module: loaded now or later, held loaded, with vmlinux, failed or refused when its code differs", {
   timeout: 40 * 60_000,
 }, async () => {
   const lab = await prepareLab();
@@ -61,44 +65,122 @@ test("updates to a loadable module: loaded, held loaded, with vmlinux, and refus
 
   await withLab(
     async (vm) => {
-      // Not loaded: refused, naming the module and what to do; installed-nowhere: named as missing.
-      const notLoaded = await sh(vm, `ksplice apply --raw-errors ${ovl}`);
-      assert.equal(notLoaded.code, 1);
-      assert.match(
-        notLoaded.err,
-        /^module_not_loaded\n.*module overlay, which is not loaded: load it \(modprobe overlay\)/,
-      );
+      const view = async () => JSON.parse(await ok(vm, "ksplice view --json"));
+      const states = async () =>
+        (await view()).updates.flatMap(
+          (u: { id: string; targets: { name: string; module: string; state: string }[] }) =>
+            u.targets.map((t) => `${u.id} ${t.name} ${t.module} ${t.state}`),
+        );
+      // The 5 bytes where a jump would go (after the ftrace site) of the loaded overlay's ovl_show_options.
+      const site = async () => {
+        const ks = await guestKallsyms(vm);
+        const addr = ks.one("ovl_show_options", "overlay");
+        return Buffer.from(await guestKernelBytes(vm, REPO, addr + 5n, 5)).toString("hex");
+      };
+      const log = async () => (await ok(vm, "dmesg -c")).replace(/^\[[^\]]*\] /gm, "");
+
+      // Not installed: named as missing, nothing applied.
       const gone = await sh(vm, `ksplice apply --raw-errors ${unpacked}`);
       assert.match(gone.err, /^module_missing\n.*no_such_module, which is neither loaded nor installed/);
       assert.equal((await ok(vm, "ksplice view")).trim(), "No updates applied.");
-
-      // Loaded: the fix shows in /proc/mounts, the module is held loaded, undo restores it.
       await ok(vm, "modprobe overlay");
+      const clean = await site();
+      await ok(vm, "rmmod overlay");
+      await log();
+
+      // Loaded later: pending at apply, patched as overlay loads, before anything uses it.
+      const applied = await ok(vm, `ksplice apply ${ovl}`);
+      assert.match(
+        applied,
+        /ovl_show_options \(fs\/overlayfs\/super\.o, module overlay\) pending: patched when overlay loads/,
+      );
+      assert.match(
+        await ok(vm, "ksplice view"),
+        /ovl_show_options \[overlay: pending\][\s\S]*overlay: pending, patched when it loads/,
+      );
+      assert.deepEqual(await states(), ["modovl ovl_show_options overlay pending"]);
+      await ok(vm, "modprobe overlay");
+      assert.match(await log(), /Update modovl: module overlay loaded, 1 function\(s\) patched/);
+      assert.deepEqual(await states(), ["modovl ovl_show_options overlay live"]);
       await ok(vm, MOUNT);
-      assert.equal((await ok(vm, MARKS)).trim(), "");
-      await ok(vm, `ksplice apply ${ovl}`);
       assert.equal((await ok(vm, MARKS)).trim(), ",ksplice");
       assert.match(await ok(vm, "ksplice view"), /ovl_show_options \[overlay\]/);
+      // Patched, it stays loaded; removed by force, its part waits for the next load.
       await ok(vm, UMOUNT);
       const held = await sh(vm, "rmmod overlay");
       assert.notEqual(held.code, 0, "rmmod of a patched module must fail");
       // busybox rmmod asks with O_NONBLOCK: a module in use is EWOULDBLOCK ("temporarily unavailable").
       assert.match(held.err + held.out, /in use|busy|temporarily unavailable/i);
-      await ok(vm, MOUNT);
+      await ok(vm, "rmmod -f overlay");
+      assert.match(
+        await log(),
+        /Update modovl: module overlay was removed while patched; its part is pending until it loads again/,
+      );
+      assert.deepEqual(await states(), ["modovl ovl_show_options overlay pending"]);
+      await ok(vm, `modprobe overlay && ${MOUNT}`);
       assert.equal((await ok(vm, MARKS)).trim(), ",ksplice");
       await ok(vm, "ksplice undo modovl");
       assert.equal((await ok(vm, MARKS)).trim(), "");
+      // After undo, a fresh load runs the original code.
+      await ok(vm, `${UMOUNT} && rmmod overlay && modprobe overlay && ${MOUNT}`);
+      assert.equal((await ok(vm, MARKS)).trim(), "");
+      assert.equal(await site(), clean);
+      await ok(vm, `${UMOUNT} && rmmod overlay`);
 
-      // The kernel image and a module in one update.
+      // Loaded later, its code differs from the pre code: it loads unpatched, the part failed.
+      await ok(vm, `ksplice apply ${differs}`);
+      await log();
+      await ok(vm, "modprobe overlay");
+      assert.match(
+        await log(),
+        /Update moddiff: module overlay loaded unpatched: run-pre: ovl_show_options \(fs\/overlayfs\/super\.o\) does not match/,
+      );
+      assert.deepEqual(await states(), ["moddiff ovl_show_options overlay failed"]);
+      assert.match(
+        await ok(vm, "ksplice view"),
+        /overlay: failed, runs unpatched: run-pre: ovl_show_options/,
+      );
+      assert.equal(await site(), clean);
+      await ok(vm, MOUNT);
+      assert.equal((await ok(vm, MARKS)).trim(), "");
+      await ok(vm, `${UMOUNT} && rmmod overlay`); // nothing patched: not held
+      await ok(vm, "ksplice undo moddiff");
+
+      // Two stacked updates, loaded later: patched in the order applied, the second on the first.
+      await ok(vm, `ksplice apply ${ovl} && ksplice apply ${differs}`);
+      await ok(vm, `modprobe overlay && ${MOUNT}`);
+      assert.equal((await ok(vm, MARKS)).trim(), ",ksplice2");
+      assert.deepEqual(await states(), [
+        "modovl ovl_show_options overlay live",
+        "moddiff ovl_show_options overlay live",
+      ]);
+      await ok(vm, "ksplice undo moddiff");
+      assert.equal((await ok(vm, MARKS)).trim(), ",ksplice");
+      await ok(vm, "ksplice undo modovl");
+      assert.equal((await ok(vm, MARKS)).trim(), "");
+      await ok(vm, `${UMOUNT} && rmmod overlay`);
+
+      // The kernel image and a module in one update, the module loaded later.
       const cmdline = (await ok(vm, "cat /proc/cmdline")).trim();
       await ok(vm, `ksplice apply ${both}`);
-      assert.equal((await ok(vm, MARKS)).trim(), ",ksplice");
       assert.equal((await ok(vm, "cat /proc/cmdline")).trim(), `A ${cmdline}`);
+      assert.deepEqual(await states(), [
+        "modboth cmdline_proc_show vmlinux live",
+        "modboth ovl_show_options overlay pending",
+      ]);
+      await ok(vm, `modprobe overlay && ${MOUNT}`);
+      assert.equal((await ok(vm, MARKS)).trim(), ",ksplice");
       await ok(vm, "ksplice undo modboth");
       assert.equal((await ok(vm, MARKS)).trim(), "");
       assert.equal((await ok(vm, "cat /proc/cmdline")).trim(), cmdline);
 
-      // Built on a patch the running module does not have: its code differs, nothing changes.
+      // Loaded now: patched at once, held loaded until undo.
+      await ok(vm, `ksplice apply ${ovl}`);
+      assert.equal((await ok(vm, MARKS)).trim(), ",ksplice");
+      await ok(vm, "ksplice undo modovl");
+      assert.equal((await ok(vm, MARKS)).trim(), "");
+
+      // Loaded now, built on a patch the running module does not have: refused, nothing changed.
       const before = await ok(vm, "ksplice view");
       const diff = await sh(vm, `ksplice apply --raw-errors ${differs}`);
       assert.equal(diff.code, 1);
@@ -119,8 +201,8 @@ test("updates to a loadable module: loaded, held loaded, with vmlinux, and refus
       // Unpatched again, the module unloads.
       await ok(vm, UMOUNT);
       await ok(vm, "rmmod overlay");
-      const log = await ok(vm, "dmesg");
-      assert.doesNotMatch(log, /WARNING|Oops|BUG:|Call Trace/);
+      const all = await ok(vm, "dmesg");
+      assert.doesNotMatch(all, /WARNING|Oops|BUG:|Call Trace/);
     },
     { paths: lab, withPaths: [out], modules: ["overlay"] },
   );

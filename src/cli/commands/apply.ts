@@ -9,7 +9,9 @@ const usage = `usage: ksplice apply UPDATE [--partial] [--raw-errors] [--json]
 
 Applies UPDATE (ksplice-ID.tar.gz or its unpacked directory) to the running kernel: checks it
 was made for this kernel, proves its pre code equals the running code, loads its module and
-writes the jumps under stop_machine. Nothing changes when any step fails.
+writes the jumps under stop_machine. Nothing changes when any step fails. Functions of a
+module that is installed but not loaded are pending: they are patched when it loads, after
+the same proof (ksplice view says whether each part is live, pending or failed).
 --partial applies the functions that match and leaves out those whose running code differs.
 --raw-errors puts the abort code alone on the first line of standard error.`;
 
@@ -29,6 +31,7 @@ export const applyCommand: Command = {
       path: resolve(ctx.cwd, positionals[0]),
       partial: values.partial,
       log: progress(ctx, "apply"),
+      helper: ctx.self ? [...ctx.self, "module-coming"] : undefined,
     });
     const us = (res.status.pauseNs / 1000).toFixed(0);
     if (values.json) {
@@ -36,6 +39,7 @@ export const applyCommand: Command = {
         ctx.stdout,
         JSON.stringify(
           {
+            schemaVersion: 1,
             id: res.id,
             description: res.description,
             stage: res.status.stage,
@@ -54,7 +58,11 @@ export const applyCommand: Command = {
       for (const t of res.targets)
         println(
           ctx.stdout,
-          `  ${t.name} (${t.object}${t.module ? `, module ${t.module}` : ""}) at ${t.addr}${t.via ? `, via ${t.via}` : ""}`,
+          `  ${t.name} (${t.object}${t.module ? `, module ${t.module}` : ""}) ${
+            t.state === "pending"
+              ? `pending: patched when ${t.module} loads`
+              : `at ${t.addr}${t.via ? `, via ${t.via}` : ""}`
+          }`,
         );
       for (const t of res.skipped)
         println(ctx.stdout, `  left out ${t.name} (${t.object}): its running code differs (--partial)`);

@@ -2,13 +2,19 @@
 import { parseArgs } from "node:util";
 import { UsageError, UserError } from "../../errors.js";
 import { listUpdates } from "../../kernel/apply.js";
-import type { UpdateStatus } from "../../kernel/core.js";
+import { targetsOf, type UpdateStatus, type UpdateTarget, VMLINUX } from "../../kernel/core.js";
 import { type Command, println } from "../context.js";
 
 const usage = `usage: ksplice view [ID] [--json]
 
 Lists the updates applied to the running kernel (id, description, when, functions replaced,
-the pause); with ID, the details of one.`;
+the pause); with ID, the details of one. A function of a module is shown with it, [module];
+one whose module is not loaded yet as [module: pending] (patched when it loads), one whose
+module loaded but did not match as [module: failed], with the reason.
+
+--json: {schemaVersion, updates: [{id, stage, description, appliedAt, pauseNs, tries,
+functions, targets: [{name, module, state}], parts: [{module, state, functions, reason?}],
+abortCause}]} (one update's object alone with ID); state is live, pending, coming or failed.`;
 
 const json = (s: UpdateStatus) => ({
   id: s.id,
@@ -17,14 +23,25 @@ const json = (s: UpdateStatus) => ({
   appliedAt: s.appliedAt ? new Date(s.appliedAt * 1000).toISOString() : null,
   pauseNs: s.pauseNs,
   tries: s.tries,
-  functions: s.patches.map((p) => p.name),
-  targets: s.patches.map((p) => ({ name: p.name, module: p.module ?? "vmlinux" })),
+  functions: targetsOf(s).map((t) => t.name),
+  targets: targetsOf(s).map(({ name, module, state }) => ({ name, module, state })),
+  parts: s.parts.map((p) => ({
+    module: p.module,
+    state: p.state,
+    functions: p.names,
+    ...(p.reason ? { reason: p.reason } : {}),
+  })),
   abortCause: s.abortCause,
 });
 
-/** named shows a replaced function, with its module when it is not in the kernel image. */
-const named = (p: { name: string; module?: string }) =>
-  p.module && p.module !== "vmlinux" ? `${p.name} [${p.module}]` : p.name;
+/** named shows a function, with its module when it is not in the kernel image, and its state unless live. */
+const named = (t: UpdateTarget) => {
+  const where = [...(t.module !== VMLINUX ? [t.module] : []), ...(t.state !== "live" ? [t.state] : [])];
+  return where.length ? `${t.name} [${where.join(": ")}]` : t.name;
+};
+
+/** SCHEMA is the version of view's JSON: 2 added targets' state and parts. */
+const SCHEMA = 2;
 
 /** The `view` verb. */
 export const viewCommand: Command = {
@@ -47,7 +64,13 @@ export const viewCommand: Command = {
     if (values.json) {
       println(
         ctx.stdout,
-        JSON.stringify(positionals[0] ? json(list[0]) : { updates: list.map(json) }, null, 2),
+        JSON.stringify(
+          positionals[0]
+            ? { schemaVersion: SCHEMA, ...json(list[0]) }
+            : { schemaVersion: SCHEMA, updates: list.map(json) },
+          null,
+          2,
+        ),
       );
       return 0;
     }
@@ -58,10 +81,15 @@ export const viewCommand: Command = {
     for (const s of list) {
       const when = new Date(s.appliedAt * 1000).toISOString();
       println(ctx.stdout, `${s.id}: ${s.description}`);
+      const targets = targetsOf(s);
       println(
         ctx.stdout,
-        `  applied ${when}, paused ${(s.pauseNs / 1000).toFixed(0)} µs, ${s.patches.length} function(s): ${s.patches.map(named).join(", ")}`,
+        `  applied ${when}, paused ${(s.pauseNs / 1000).toFixed(0)} µs, ${targets.length} function(s): ${targets.map(named).join(", ")}`,
       );
+      for (const p of s.parts)
+        if (p.state === "pending") println(ctx.stdout, `  ${p.module}: pending, patched when it loads`);
+        else if (p.state === "failed")
+          println(ctx.stdout, `  ${p.module}: failed, runs unpatched: ${p.reason ?? "no reason given"}`);
     }
     return 0;
   },
