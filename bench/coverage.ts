@@ -325,6 +325,10 @@ function decide(r: Row): void {
     // Refused at apply, by design: a task never leaves the code (a kthread's main loop, init in wait4).
     r.outcome = "busy";
     r.reason = `apply: code_busy: ${firstLine(r.apply.message)}`;
+  } else if (r.apply?.result === "unsupported_change") {
+    // Refused at apply for a limitation named in the message (a jump label under the jump).
+    r.outcome = "refused";
+    r.reason = `apply: unsupported_change: ${firstLine(r.apply.message)}`;
   } else if (r.apply?.result !== "ok") {
     r.outcome = "fail";
     r.reason = `apply: ${r.apply?.result ?? "not run"}: ${firstLine(r.apply?.message)}`;
@@ -367,7 +371,8 @@ function report(): void {
       (r) =>
         (!state || r.state === state) &&
         (["fail", "busy"].includes(r.outcome) ||
-          (r.outcome === "refused" && r.create.result === "unsupported_change")),
+          (r.outcome === "refused" &&
+            (r.create.result === "unsupported_change" || r.apply?.result === "unsupported_change"))),
     ).length;
     const pct = pass + reaching ? ((100 * pass) / (pass + reaching)).toFixed(1) : "-";
     const unloadable = count("unloadable", state);

@@ -1611,10 +1611,64 @@ static void module_coming(struct module *mod)
 	mutex_unlock(&ks_mutex);
 }
 
+struct ks_restore {
+	struct ks_patch **patches;
+	void **alias;
+	unsigned int n;
+};
+
+static int restore_sites(void *data)
+{
+	struct ks_restore *r = data;
+	unsigned int i;
+
+	for (i = 0; i < r->n; i++)
+		memcpy(r->alias[i], r->patches[i]->expected, JMP_LEN);
+	return 0;
+}
+
+/*
+ * restore_stacked puts back the bytes under the live jumps of part k of u that are not in
+ * MOD's own memory: a stacked update's jumps into an earlier update's replacement of MOD's code.
+ * MOD is going, so that code is unreachable; it stays in memory, and must be as it was when
+ * MOD loads again and the earlier update's part is made anew.
+ */
+static void restore_stacked(struct ks_update *u, unsigned int k, struct module *mod)
+{
+	struct ks_restore r = {};
+	unsigned int i;
+
+	r.patches = kcalloc(max(u->npatches, 1U), sizeof(*r.patches), GFP_KERNEL);
+	r.alias = kcalloc(max(u->npatches, 1U), sizeof(*r.alias), GFP_KERNEL);
+	if (!r.patches || !r.alias)
+		goto out;
+	for (i = 0; i < u->npatches; i++) {
+		struct ks_patch *p = &u->patches[i];
+
+		if (p->part != k || !p->live || in_module(mod, p->site, JMP_LEN, false))
+			continue;
+		r.alias[r.n] = map_alias(p->site, JMP_LEN);
+		if (!r.alias[r.n]) {
+			pr_err("Update %s: cannot map %lx to take the jump of %s out\n", u->id, p->site, p->name);
+			continue;
+		}
+		r.patches[r.n++] = p;
+	}
+	if (r.n) {
+		stop_machine(restore_sites, &r, NULL);
+		on_each_cpu(do_sync_core, NULL, 1);
+	}
+	for (i = 0; i < r.n; i++)
+		unmap_alias(r.alias[i]);
+out:
+	kfree(r.patches);
+	kfree(r.alias);
+}
+
 /*
  * module_going: MOD is being freed (rmmod -f, or its init or load failed after it came). Its
- * pins go; a part in it forgets its jumps with the memory they were in and waits for the
- * module to load again.
+ * pins go; a part in it forgets its jumps with the memory they were in (taking out those a
+ * stacked update wrote elsewhere) and waits for the module to load again.
  */
 static void module_going(struct module *mod)
 {
@@ -1635,6 +1689,7 @@ static void module_going(struct module *mod)
 		if (u->stage != STAGE_APPLIED || part->state == PART_PENDING)
 			continue;
 		live = part->state == PART_LIVE;
+		restore_stacked(u, k, mod);
 		drop_part_patches(u, k);
 		kfree(part->why);
 		part->why = NULL;

@@ -17,6 +17,11 @@ export interface SectionLayout {
   site?: SiteLength;
   /** The kernel rewrites the code at these sites, so run-pre lets its bytes differ. */
   rewritable: boolean;
+  /**
+   * It rewrites them while running too (a static key or static call changing), not only at boot
+   * or load, checking the bytes it expects there: no jump of an update may cover one.
+   */
+  runtime?: boolean;
   /** An update module carries this section's entries for the code it copies. */
   copied: boolean;
   /** Alternatives: the field pointing at the replacement instructions, their length's byte, their section. */
@@ -60,9 +65,16 @@ export const KERNEL_SECTIONS: Readonly<Record<string, SectionLayout>> = {
   // Call depth tracking: the call instructions objtool lists.
   ".call_sites": { entry: 4, anchor: 0, rewritable: false, copied: true },
   // Jump labels: code, target, key (8); an update is refused if its code still has any.
-  __jump_table: { entry: 16, anchor: 0, rewritable: true, copied: false },
+  __jump_table: { entry: 16, anchor: 0, rewritable: true, runtime: true, copied: false },
   // Static calls: call site, key; the call is 5 bytes. An update leaves them out.
-  ".static_call_sites": { entry: 8, anchor: 0, site: { fixed: 5 }, rewritable: true, copied: false },
+  ".static_call_sites": {
+    entry: 8,
+    anchor: 0,
+    site: { fixed: 5 },
+    rewritable: true,
+    runtime: true,
+    copied: false,
+  },
 };
 
 /** kernelSection returns the layout of a special section, or undefined for any other section. */

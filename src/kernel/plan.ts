@@ -17,12 +17,25 @@ export const JUMP_SIZE = 5;
  * function stays traceable.
  */
 export function planPatch(
-  fn: { name: string; addr: bigint; size: bigint },
+  fn: {
+    name: string;
+    addr: bigint;
+    size: bigint;
+    runtimeSites?: Array<{ offset: number; length: number; table: string }>;
+  },
   head: Uint8Array,
   replacement: { addr: bigint; size: bigint },
 ): Patch {
   const traced = FTRACE_NOP.every((b, i) => head[i] === b) || head[0] === CALL;
   const at = traced ? 5 : 0;
+  // The kernel rewrites a jump label or static call site while running, and checks what is there
+  // first (a jump of ours in it would make it stop the machine): such a site must stay clear.
+  const hit = fn.runtimeSites?.find((s) => s.offset < at + JUMP_SIZE && s.offset + s.length > at);
+  if (hit)
+    throw new UserError(
+      `${fn.name} has a ${hit.table === "__jump_table" ? "jump label (static key)" : "static call"} site at +${hit.offset}, where ksplice writes its ${JUMP_SIZE}-byte jump (at +${at}): the kernel rewrites that site while running, so this function cannot be patched yet (a limitation of ksplice)`,
+      { code: "unsupported_change" },
+    );
   if (fn.size < BigInt(at + JUMP_SIZE))
     throw new UserError(`${fn.name} is ${fn.size} bytes long: too short for a ${JUMP_SIZE}-byte jump`, {
       code: "no_match",

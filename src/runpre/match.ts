@@ -48,6 +48,11 @@ export interface MatchedFunction {
   size: bigint;
   /** The kernel's own copy, when the function was redirected by an earlier update. */
   via?: { addr: bigint; module: string };
+  /**
+   * Places of the running code the kernel rewrites while it runs (jump labels, static calls),
+   * from the function's start; none in an earlier update's replacement.
+   */
+  runtimeSites: Array<{ offset: number; length: number; table: string }>;
 }
 
 interface PreObject {
@@ -199,6 +204,12 @@ export class RunPre {
       // module); the matched length is exact.
       size: res.via ? BigInt(res.length) : this.kallsyms.sizeOf(res.runs, module),
       ...(res.via ? { via: { addr, module: module! } } : {}),
+      // A site's length is the table's, or at most a 5-byte jump or nop.
+      runtimeSites: res.via
+        ? []
+        : this.sitesIn(obj, unit)
+            .filter((s) => s.runtime)
+            .map((s) => ({ offset: s.offset, length: s.length ?? 5, table: s.table })),
     };
     this.matched.set(unit, m);
     return m;

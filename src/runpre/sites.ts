@@ -16,6 +16,8 @@ export interface Site {
   /** Length, when the table says; otherwise the length of the instruction there. */
   length?: number;
   table: string;
+  /** The kernel may rewrite it while running (static keys, static calls), not only at boot. */
+  runtime?: boolean;
 }
 
 /** sitesOf returns the rewritable sites of every section of an object, by section index. */
@@ -34,7 +36,7 @@ export function sitesOf(elf: ElfFile): Map<number, Site[]> {
       const entry = off - spec.anchor;
       const length = siteLength(spec, data, entry);
       const list = out.get(sym.shndx) ?? [];
-      list.push({ offset: at, length, table: sec.name });
+      list.push({ offset: at, length, table: sec.name, ...(spec.runtime ? { runtime: true } : {}) });
       out.set(sym.shndx, list);
     }
   }

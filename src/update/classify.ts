@@ -71,7 +71,8 @@ export function classify(
   diff: ObjectDiff,
   opts: ClassifyOptions = { memoryHotplug: true },
 ): ObjectPlan {
-  // A module keeps its __exit code (it runs at rmmod): a change there is refused, not left out.
+  // A module keeps its __exit code in its text (it runs at rmmod): a change there is replaced like
+  // any other, not left out.
   const isExit = (sec: string) => EXIT_SECTIONS.test(sec);
   const isInit = (sec: string) =>
     (INIT_SECTIONS.test(sec) && !(opts.module && isExit(sec))) ||
@@ -112,11 +113,6 @@ export function classify(
   for (const c of diff.changed) {
     const sec = c.pre.section.name;
     if (isInit(sec)) ignore(c.post.name, initReason(sec, "changes", opts.module));
-    else if (opts.module && isExit(sec))
-      refuse(
-        c.post.name,
-        `changes __exit code (${sec}) of module ${opts.module}, which runs when it is unloaded: not supported yet`,
-      );
     else if (NO_PATCH_SECTIONS.test(sec))
       refuse(c.post.name, `changes code in ${sec}, which cannot be patched safely`);
     else replaced.push({ pre: c.pre, post: c.post });

@@ -146,8 +146,11 @@ class ExtractContext {
   include(sec: ElfSection): SectionRef {
     const have = this.outSec.get(sec.index);
     if (have) return have.ref;
-    // Merged string and constant sections keep their name so the linker can merge them.
-    const name = hasFlag(sec, SHF.MERGE) ? sec.name : this.uniqueName(sec.name);
+    // Merged string and constant sections keep their name so the linker can merge them. A
+    // module's __exit code is ordinary text in the update module (not its own exit code).
+    const name = hasFlag(sec, SHF.MERGE)
+      ? sec.name
+      : this.uniqueName(sec.name.replace(/^\.exit\.text/, ".text.ksplice_exit"));
     const nobits = sec.type === SHT.NOBITS;
     const ref = this.w.addSection({
       name,

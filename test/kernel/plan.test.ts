@@ -43,3 +43,28 @@ test("a function too short for the jump is refused with no_match", () => {
     planPatch({ ...fn, size: 5n }, Uint8Array.from([...body, 0, 0, 0, 0]), replacement),
   );
 });
+
+test("a jump label or static call site under the jump is refused; one past it is not", () => {
+  const traced = Uint8Array.from([...FTRACE_NOP, ...body]);
+  const label = (offset: number) => ({
+    ...fn,
+    runtimeSites: [{ offset, length: 5, table: "__jump_table" }],
+  });
+  assert.throws(
+    () => planPatch(label(5), traced, replacement),
+    (e: unknown) =>
+      e instanceof UserError &&
+      e.code === "unsupported_change" &&
+      /jump label \(static key\) site at \+5, where ksplice writes its 5-byte jump \(at \+5\)/.test(
+        e.message,
+      ),
+  );
+  assert.throws(() => planPatch(label(8), traced, replacement), /at \+8/);
+  assert.equal(planPatch(label(10), traced, replacement).site, fn.addr + 5n);
+  // Without an ftrace site the jump is at +0: a static call at +3 is under it.
+  const call = { ...fn, runtimeSites: [{ offset: 3, length: 5, table: ".static_call_sites" }] };
+  assert.throws(
+    () => planPatch(call, Uint8Array.from([...body, 0xc3, 0, 0, 0]), replacement),
+    /static call site at \+3/,
+  );
+});
