@@ -15,6 +15,10 @@
 //
 //   npm run bench:coverage -- [--sample N] [--subsystem PREFIX]... [--file PATH]... [--no-lab]
 //                             [--only builtin|modules] [--batch N] [--json FILE] [--jobs N]
+//                             [--load-modules first|later]
+// With --load-modules later, a module fix is applied while its module is not loaded (pending),
+// then the module is loaded and its part must be live before undo: the path of modules loaded
+// after an update.
 // Prints a table and one summary line, and writes a JSON report. Asserts nothing.
 import { linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -28,7 +32,8 @@ import { createUpdate } from "../src/update/create.js";
 import { max, median, noteOtherGuests, secs, table } from "./common.js";
 
 const usage = `usage: npm run bench:coverage -- [--sample N] [--subsystem DIR]... [--file PATH]...
-       [--only builtin|modules] [--no-lab] [--batch N] [--jobs N] [--json FILE] [--version DEBIAN-VERSION]`;
+       [--only builtin|modules] [--load-modules first|later] [--no-lab] [--batch N] [--jobs N]
+       [--json FILE] [--version DEBIAN-VERSION]`;
 
 function parseOptions() {
   try {
@@ -49,8 +54,14 @@ const OPTIONS = {
   jobs: { type: "string", default: "1" },
   version: { type: "string" },
   only: { type: "string" },
+  "load-modules": { type: "string", default: "first" },
 } as const;
 const { values: args } = parseOptions();
+if (!["first", "later"].includes(args["load-modules"])) {
+  console.error(`bench:coverage: --load-modules is first or later\n${usage}`);
+  process.exit(2);
+}
+const later = args["load-modules"] === "later";
 
 type Outcome = "pass" | "refused" | "alone" | "busy" | "unloadable" | "fail";
 
@@ -82,6 +93,8 @@ interface Row {
   modules?: string[];
   /** Why a module could not be loaded in the guest (the fix is then not tried). */
   load?: string;
+  /** With --load-modules later: the update's parts once its modules loaded (the core's `parts`). */
+  parts?: string;
 }
 
 // Create refusals that are the tool's answer about the fix, not a failure of the engine.
@@ -233,19 +246,24 @@ async function labBatch(batch: Row[], offset: number, total: number): Promise<vo
  */
 async function applyOne(vm: LabVM, r: Row, pkg: string): Promise<void> {
   const dir = `/sys/kernel/ksplice/${r.id}`;
-  // A module fix needs its module loaded; one the guest cannot load (no such device) is not tried.
-  for (const m of r.modules ?? []) {
+  const mods = r.modules ?? [];
+  // A module fix needs its module loaded; one the guest cannot load (no such device) is not
+  // tried. With --load-modules later it is loaded after apply, unless it is in use already.
+  for (const m of mods) {
+    if (later) await vm.exec(["sh", "-c", `modprobe -r ${m} 2>/dev/null || rmmod ${m} 2>/dev/null`]);
     const load = await vm.exec(["modprobe", m], { timeoutMs: 120_000 });
     if (load.code !== 0) {
       r.load = `modprobe ${m}: ${(load.stderr || load.stdout).trim() || `exit ${load.code}`}`;
       return;
     }
+    if (later) await vm.exec(["sh", "-c", `modprobe -r ${m} 2>/dev/null || rmmod ${m} 2>/dev/null`]);
   }
   // busybox has no date +%N: time in centiseconds from /proc/uptime.
   const script = `
 cs() { read u _ </proc/uptime; echo "\${u%.*}\${u#*.}"; }
 t0=$(cs); ksplice apply --json --raw-errors ${pkg} >/tmp/a.out 2>/tmp/a.err; a=$?; t1=$(cs)
 echo "apply=$a $(( (t1 - t0) * 10 ))"; echo "stage=$(cat ${dir}/stage 2>/dev/null)"
+${later && mods.length ? `[ $a = 0 ] && for m in ${mods.join(" ")}; do modprobe $m >/dev/null 2>&1 || echo "load=$m"; done; echo "--parts"; cat ${dir}/parts 2>/dev/null; echo "--endparts"` : ""}
 echo "--log"; dmesg -c; echo "--end"
 if [ $a = 0 ]; then
   t0=$(cs); ksplice undo --json --raw-errors ${r.id} >/tmp/u.out 2>/tmp/u.err; u=$?; t1=$(cs)
@@ -285,6 +303,16 @@ echo "--apply"; cat /tmp/a.out /tmp/a.err; echo "--undo"; cat /tmp/u.out /tmp/u.
       result: "not_applied",
       message: `${dir}/stage says ${field("stage") || "nothing"}`,
     };
+  if (later && mods.length && r.apply.result === "ok") {
+    r.parts = /^--parts\n([\s\S]*?)^--endparts$/m.exec(out)?.[1]?.trim();
+    const notLive = (r.parts ?? "").split("\n").filter((l) => l && !/^\S+ live /.test(l));
+    if (notLive.length)
+      r.apply = {
+        ...r.apply,
+        result: "part_not_live",
+        message: `after loading ${mods.join(", ")}: ${notLive.join("; ")}`,
+      };
+  }
   checkLog(r, "apply", logs[0] ?? "");
   if (aCode !== "0") return;
   const [uCode, uMs] = (field("undo") ?? "? 0").split(" ");
