@@ -86,7 +86,10 @@ test("core module: apply, undo, unexpected code, busy task, non-root", { timeout
       assert.equal(st.stage, "applied");
       assert.equal(st.tries, 1);
       assert.ok(st.pauseNs > 0);
-      assert.deepEqual(st.patches, [{ name: "cmdline_proc_show", site: p.site, newAddr: p.newAddr }]);
+      assert.deepEqual(st.patches, [
+        { name: "cmdline_proc_show", site: p.site, newAddr: p.newAddr, part: "vmlinux", live: true },
+      ]);
+      assert.deepEqual(st.parts, [{ module: "vmlinux", state: "live", names: [] }]);
       assert.equal(st.description, "cmdline test update");
       assert.equal((await vm.readFile("/proc/cmdline")).toString(), `ksplice-patched ${original}`);
       assert.equal((await vm.readFile(`/sys/module/${MOD}/parameters/hook_calls`)).toString().trim(), "101");
