@@ -222,6 +222,25 @@ export class BuildView {
     return out.output;
   }
 
+  /**
+   * compileProbe compiles `object`'s source followed by `extra` (C), with the compiler command
+   * kbuild recorded for the object, into dest: what the compiler makes of the same translation
+   * unit with more definitions at its end (layout probes).
+   */
+  async compileProbe(object: string, extra: string, dest: string, signal: AbortSignal): Promise<void> {
+    const compiler = this.recordedCommand(object).split(" ; ")[0];
+    const marker = ` -c -o ${object} `;
+    const at = compiler.indexOf(marker);
+    if (at < 0) throw new Error(`the recorded command for ${object} does not compile it with -c -o`);
+    const source = compiler.slice(at + marker.length).trim();
+    const probe = `${dest}.c`;
+    writeFileSync(probe, `#include "${join(this.dir, source)}"\n${extra}\n`);
+    const cmd = `${compiler.slice(0, at)} -Wno-error -c -o ${dest} ${probe}`.replace(/-Wp,-MMD,\S+/, "");
+    const out = await run("sh", ["-ec", cmd], signal, this.dir);
+    if (out.code !== 0)
+      throw new Error(`compiling a layout probe of ${object} failed: ${out.output.slice(-2000)}`);
+  }
+
   /** read returns a text file of the view. */
   read(rel: string): string {
     return readFileSync(join(this.dir, rel), "utf8");

@@ -4,7 +4,7 @@
 // undefined symbol (the module would not load).
 import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../errors.js";
 import { partialName, replaceDir } from "../files.js";
@@ -40,23 +40,27 @@ export async function makeModule(opts: {
 }
 
 /**
- * buildModule builds a module from srcDir (Kbuild + *.c) against headersDir into
+ * buildModule builds a module from srcDir (Kbuild + *.c, *.h) against headersDir into
  * outDir/NAME-HASH/, keyed by the sources and the headers, and returns the .ko path. The
- * sources are copied first so a build never writes into the checkout.
+ * sources are copied first so a build never writes into the checkout. `with.files` are more
+ * files to copy in (a header of the core); `with.symvers` are Module.symvers files of modules
+ * it imports from (the core's).
  */
 export async function buildModule(
   srcDir: string,
   name: string,
   headersDir: string,
   outDir: string,
+  with_: { files?: string[]; symvers?: string[] } = {},
 ): Promise<string> {
-  const files = readdirSync(srcDir)
+  const sources = readdirSync(srcDir)
     .filter((f) => f === "Kbuild" || f === "Makefile" || /\.[ch]$/.test(f))
-    .sort();
+    .map((f) => join(srcDir, f));
+  const files = [...sources, ...(with_.files ?? [])].sort((a, b) => basename(a).localeCompare(basename(b)));
   const h = createHash("sha256").update(headersDir);
-  for (const f of files) h.update(`\0${f}\0`).update(readFileSync(join(srcDir, f)));
-  const symvers = join(headersDir, "Module.symvers");
-  if (existsSync(symvers)) h.update(readFileSync(symvers));
+  for (const f of files) h.update(`\0${basename(f)}\0`).update(readFileSync(f));
+  for (const f of [join(headersDir, "Module.symvers"), ...(with_.symvers ?? [])])
+    if (existsSync(f)) h.update(readFileSync(f));
   const dest = join(outDir, `${name}-${h.digest("hex").slice(0, 16)}`);
   const ko = join(dest, `${name}.ko`);
   if (existsSync(ko)) return ko;
@@ -64,8 +68,9 @@ export async function buildModule(
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
-    for (const f of files) copyFileSync(join(srcDir, f), join(tmp, f));
-    await makeModule({ dir: tmp, name, headersDir });
+    for (const f of files) copyFileSync(f, join(tmp, basename(f)));
+    const extra = with_.symvers?.length ? [`KBUILD_EXTRA_SYMBOLS=${with_.symvers.join(" ")}`] : [];
+    await makeModule({ dir: tmp, name, headersDir, makeArgs: extra });
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;
@@ -77,10 +82,9 @@ export async function buildModule(
 /** repoKmodDir is kmod/ of this checkout (found from src/kbuild or dist/src/kbuild). */
 export function repoKmodDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, "kmod", "ksplice.c"))) {
+  while (!existsSync(join(dir, "kmod", "core.c"))) {
     const up = dirname(dir);
-    if (up === dir)
-      throw new Error("cannot find kmod/ksplice.c above src/kbuild (is this a ksplice checkout?)");
+    if (up === dir) throw new Error("cannot find kmod/core.c above src/kbuild (is this a ksplice checkout?)");
     dir = up;
   }
   return join(dir, "kmod");

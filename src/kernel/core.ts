@@ -1,4 +1,4 @@
-// The running kernel, changed through the ksplice core module (kmod/ksplice.c). This folder owns
+// The running kernel, changed through the ksplice core module (kmod/core.c). This folder owns
 // the core's sysfs protocol (here), jump planning (plan.ts) and apply/undo/view (apply.ts). It
 // reads the package through src/package and the live kernel through src/live; it must not
 // import src/update (create), src/kbuild or src/lab.

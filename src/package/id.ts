@@ -1,4 +1,4 @@
-// The update id rule and the names derived from an id. The C core (kmod/ksplice.c) checks the
+// The update id rule and the names derived from an id. The C core (kmod/core.c) checks the
 // same rule on `new ID MODULE`; keep the two in step.
 import { randomInt } from "node:crypto";
 

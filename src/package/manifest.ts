@@ -15,7 +15,7 @@
 export const FORMAT_VERSION = 2;
 export const READABLE_VERSIONS: readonly number[] = [1, 2];
 
-/** HOOK_KINDS names the points where the core calls an update's hooks (kmod/ksplice.c's order). */
+/** HOOK_KINDS names the points where the core calls an update's hooks (kmod/core.c's order). */
 export const HOOK_KINDS = [
   "pre_apply",
   "check_apply",

@@ -49,8 +49,9 @@ const NO_PATCH_SECTIONS = /^\.(noinstr|entry)\.text|^\.cpuidle\.text|^\.head\.te
 const COPIED_DATA_SECTIONS = /^__dyndbg|^\.rodata\.__func__|^__tracepoint_str|^\.data\.once$/;
 
 // Sections that never reach the running kernel: build-time markers the linker script throws away
-// (.discard.addressable), and module information, which vmlinux keeps out of its image.
-const DISCARDED = /^\.discard|^\.modinfo$/;
+// (.discard.addressable), module information, which vmlinux keeps out of its image, and the
+// layout changes a patch vouches for (update/layouts.ts), which only create reads.
+const DISCARDED = /^\.discard|^\.modinfo$|^\.ksplice_layout$/;
 
 /** initReason says why a change in an __init/__exit section cannot reach the running kernel. */
 function initReason(section: string, what: "changes" | "adds", module?: string): string {

@@ -34,7 +34,8 @@ import { FORMAT_VERSION, type Manifest } from "../package/manifest.js";
 import { writePackage } from "../package/package.js";
 import { classify, type Ignored, type ObjectPlan, type Refusal } from "./classify.js";
 import { type Extraction, extractObject } from "./extract.js";
-import { KSPLICE_PATCH_H } from "./hooks.js";
+import { CORE_EXPORTS, kspliceHeader } from "./hooks.js";
+import { checkLayouts, declaredChanges, type LayoutCheck, touchesBodies } from "./layouts.js";
 import { buildUpdateModule, loadExports } from "./module.js";
 
 /** CreateOptions are the inputs of one `create` run. */
@@ -168,7 +169,7 @@ function openPreView(run: Run): BuildView {
   const v = BuildView.open(run.tree, run.o.log);
   run.views.push(v);
   // Patches with hooks include it; nothing in the kernel does, so the pre builds are unchanged.
-  v.writeFile("include/linux/ksplice-patch.h", KSPLICE_PATCH_H);
+  v.writeFile("include/linux/ksplice-patch.h", kspliceHeader());
   for (const p of run.patches.filter((x) => x.applied)) v.applyPatch(p.file, p.name);
   for (const p of run.fresh) v.checkPatch(p.file, p.name); // refuse a patch that does not apply before building
   return v;
@@ -204,8 +205,34 @@ async function buildDiffed(run: Run, pre: BuildView): Promise<void> {
   ]);
 }
 
+/**
+ * Pass: the layouts of the structures whose definitions the patch changes, pre against post
+ * (update/layouts.ts); only when it changes a line inside one, as written.
+ */
+async function checkLayoutsOf(run: Run): Promise<LayoutCheck> {
+  const [pre, post] = run.views;
+  const read = (v: BuildView) => (rel: string) => (v.exists(rel) ? v.read(rel) : undefined);
+  if (!touchesBodies(run.fresh, { pre: read(pre), post: read(post) })) return { refusals: [], declared: [] };
+  const check = await checkLayouts({
+    objects: run.objects,
+    pre,
+    post,
+    declared: declaredChanges(run.objects.map((o) => run.load("post", o))),
+    work: run.work,
+    signal: run.o.signal,
+  });
+  for (const d of check.declared)
+    run.o.log(
+      `${d.object}: ${d.key}: its layout changes (${d.change}); the patch says no old instance reaches the new code`,
+    );
+  return check;
+}
+
 /** Pass: diff and classify each object; the objects whose change reaches running code. */
-async function diffAndClassify(run: Run): Promise<{ useful: ObjectPlan[]; ignored: Ignored[] }> {
+async function diffAndClassify(
+  run: Run,
+  layouts: LayoutCheck,
+): Promise<{ useful: ObjectPlan[]; ignored: Ignored[] }> {
   const memoryHotplug = run.tree.config.get("CONFIG_MEMORY_HOTPLUG") === "y";
   const plans = run.objects.map((obj) =>
     classify(obj, diffObjects(run.load("prefs", obj), run.load("post", obj)), {
@@ -213,7 +240,7 @@ async function diffAndClassify(run: Run): Promise<{ useful: ObjectPlan[]; ignore
       module: run.modules.get(obj),
     }),
   );
-  const refusals = plans.flatMap((p) => p.refusals);
+  const refusals = [...layouts.refusals, ...plans.flatMap((p) => p.refusals)];
   if (refusals.length) throw refusalError(refusals);
   const ignored = plans.flatMap((p) => p.ignored);
   const useful = plans.filter((p) => p.replaced.length || p.added.length || p.addedData.length);
@@ -259,18 +286,25 @@ function extractAll(run: Run, useful: ObjectPlan[], exports: Map<string, string>
 function buildModule(
   run: Run,
   extracted: Extracted[],
-  description: string,
-  headersDir: string,
-  exports: Map<string, string>,
+  opts: { description: string; headersDir: string; exports: Map<string, string>; core?: string },
 ): Promise<string> {
-  const namespaces = new Set(
-    extracted.flatMap((e) => e.ext.extraction.imports.map((n) => exports.get(n) ?? "")),
-  );
+  const { description, headersDir, exports, core } = opts;
+  const imports = extracted.flatMap((e) => e.ext.extraction.imports);
+  const namespaces = new Set(imports.map((n) => exports.get(n) ?? ""));
+  const fromCore = imports.filter((n) => CORE_EXPORTS.has(n));
+  if (fromCore.length && !core)
+    throw new Error(
+      `the update uses ${fromCore.join(", ")} of the core, but this create builds no core module`,
+    );
   return buildUpdateModule({
     id: run.id,
     description,
     headersDir,
-    makeArgs: [`CC=${run.tree.cc}`],
+    // The core's exports (its Module.symvers) are known to modpost, with their versions.
+    makeArgs: [
+      `CC=${run.tree.cc}`,
+      ...(fromCore.length && core ? [`KBUILD_EXTRA_SYMBOLS=${join(dirname(core), "Module.symvers")}`] : []),
+    ],
     dir: join(run.work, "module"),
     objects: extracted.map((e) => e.ext.extraction.bytes),
     namespaces: [...namespaces].filter(Boolean).sort(),
@@ -373,17 +407,20 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     const pre = await pass("open build view", () => openPreView(run));
     await pass("build pre", () => buildPre(run, pre));
     await pass("build pre and post (sections)", () => buildDiffed(run, pre));
-    const { useful, ignored } = await pass("diff", () => diffAndClassify(run));
+    const layouts = await pass("layouts", () => checkLayoutsOf(run));
+    const { useful, ignored } = await pass("diff", () => diffAndClassify(run, layouts));
     for (const v of run.views.splice(0)) v.close();
+    // What the update module may import: the kernel's exports, and the core's (shadows).
     const exports = loadExports(join(headersDir, "Module.symvers"));
+    for (const n of CORE_EXPORTS) exports.set(n, "");
     const extracted = await pass("extract", () => extractAll(run, useful, exports));
     const description = o.description ?? describePatches(run.fresh);
-    const ko = await pass("build module", () =>
-      buildModule(run, extracted, description, headersDir, exports),
-    );
     const core = o.coreModule
       ? await pass("build core module", () => o.coreModule!(headersDir, join(work, "core")))
       : undefined;
+    const ko = await pass("build module", () =>
+      buildModule(run, extracted, { description, headersDir, exports, core }),
+    );
     const out = await pass("package", () =>
       writeUpdatePackage(run, extracted, { ko, core }, { description, identity, ignored }),
     );

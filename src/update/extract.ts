@@ -62,7 +62,7 @@ interface ExtractOptions {
 
 // Sections whose entries for copied code are deliberately left out.
 const DROPPED =
-  /^\.discard|^\.ksplice_hook\.|^\.static_call_sites$|^\.note|^\.comment$|^__ksymtab|^___ksymtab|^__kcrctab|^\.init\.|^\.exit\.|^\.BTF|^\.debug|^\.llvm|^__patchable/;
+  /^\.discard|^\.ksplice_hook\.|^\.ksplice_layout$|^\.static_call_sites$|^\.note|^\.comment$|^__ksymtab|^___ksymtab|^__kcrctab|^\.init\.|^\.exit\.|^\.BTF|^\.debug|^\.llvm|^__patchable/;
 
 /** Sections holding alternatives' replacement instructions (.altinstr_replacement). */
 const REPLACEMENT_SECTIONS = Object.values(KERNEL_SECTIONS).flatMap((l) =>

@@ -1,52 +1,46 @@
-// Hooks: functions of a patch that run when its update is applied or reversed, for changes
-// that replacing code alone cannot make (initialising new data, converting old structures).
-// A patch includes <linux/ksplice-patch.h> (installed in the build view by create) and names
-// its hook functions with the macros there; each macro leaves a pointer to the function in a
-// section named .ksplice_hook.KIND, which create turns into manifest entries and leaves out
-// of the update module. The core calls hooks in Ksplice's order (see kmod/ksplice.c).
+// What a patch may use of ksplice: <linux/ksplice-patch.h> (kmod/ksplice-patch.h, installed in
+// the build view by create): hooks and shadow data. Hooks are functions of a patch that run
+// when its update is applied or reversed, for changes that replacing code alone cannot make
+// (initialising new data, converting old structures). A patch names its hook functions with
+// the macros there; each macro leaves a pointer to the function in a section named
+// .ksplice_hook.KIND, which create turns into manifest entries and leaves out of the update
+// module. The core calls hooks in Ksplice's order (see kmod/core.c). The shadow functions are
+// exports of the core (CORE_EXPORTS).
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { ObjectDiff, Unit } from "../diff/index.js";
+import { repoKmodDir } from "../kbuild/module.js";
 import { HOOK_KINDS, type HookKind } from "../package/manifest.js";
 import type { Refusal } from "./refusal.js";
-
-/** Hooks whose return value counts: non-zero aborts the transition. */
-const INT_HOOKS = new Set<HookKind>(["pre_apply", "check_apply", "pre_reverse", "check_reverse"]);
 
 /** HOOK_SECTION matches the sections the header's macros use. */
 export const HOOK_SECTION = /^\.ksplice_hook\.([a-z_]+)$/;
 
-/** KSPLICE_PATCH_H is include/linux/ksplice-patch.h as seen by a patch being built. */
-export const KSPLICE_PATCH_H = `/* SPDX-License-Identifier: GPL-2.0 */
-/*
- * ksplice hooks, for patches turned into live updates by \`ksplice create\`:
- *
- *	#include <linux/ksplice-patch.h>
- *	static int refuse_if_busy(void) { return in_use ? -EBUSY : 0; }
- *	ksplice_check_apply(refuse_if_busy);
- *
- * pre_* and check_* hooks return int: non-zero aborts the apply or undo, and the fail_* hooks
- * run. check_*, apply and reverse hooks run under stop_machine (interrupts off): they must not
- * sleep. pre_*, post_* and fail_* hooks run in process context. Hooks must be new functions
- * of the patch. In an ordinary kernel build (without ksplice) the macros compile to nothing
- * more than an unused pointer in a section the kernel never reads.
+/** INT_HOOKS are the hooks whose return value counts: non-zero aborts the transition. */
+export const INT_HOOKS: ReadonlySet<HookKind> = new Set<HookKind>([
+  "pre_apply",
+  "check_apply",
+  "pre_reverse",
+  "check_reverse",
+]);
+
+/**
+ * CORE_EXPORTS are the functions the core module exports to updates (the shadow API of
+ * ksplice-patch.h): the update module imports them, and the module loader resolves them in the
+ * core, loaded first.
  */
-#ifndef _LINUX_KSPLICE_PATCH_H
-#define _LINUX_KSPLICE_PATCH_H
-#include <linux/compiler.h>
+export const CORE_EXPORTS: ReadonlySet<string> = new Set([
+  "ksplice_shadow_get",
+  "ksplice_shadow_alloc",
+  "ksplice_shadow_get_or_alloc",
+  "ksplice_shadow_free",
+  "ksplice_shadow_free_all",
+]);
 
-typedef int (*ksplice_int_hook_t)(void);
-typedef void (*ksplice_void_hook_t)(void);
-
-#define __ksplice_hook(kind, type, fn)					\\
-	static type __ksplice_hook_##kind##_##fn			\\
-	__used __section(".ksplice_hook." #kind) __aligned(8) = fn
-
-${HOOK_KINDS.map(
-  (k) =>
-    `#define ksplice_${k}(fn) __ksplice_hook(${k}, ${INT_HOOKS.has(k) ? "ksplice_int_hook_t" : "ksplice_void_hook_t"}, fn)`,
-).join("\n")}
-
-#endif
-`;
+/** kspliceHeader is include/linux/ksplice-patch.h as a patch sees it: kmod/ksplice-patch.h. */
+export function kspliceHeader(): string {
+  return readFileSync(join(repoKmodDir(), "ksplice-patch.h"), "utf8");
+}
 
 /** Hook is one hook of an object: its kind and the (new) function it calls. */
 export interface Hook {

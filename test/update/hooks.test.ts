@@ -8,22 +8,28 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { diffObjects } from "../../src/diff/index.js";
 import { ElfFile } from "../../src/elf/reader.js";
+import { repoKmodDir } from "../../src/kbuild/module.js";
+import { HOOK_KINDS } from "../../src/package/manifest.js";
 import { classify } from "../../src/update/classify.js";
 import { extractObject } from "../../src/update/extract.js";
-import { KSPLICE_PATCH_H } from "../../src/update/hooks.js";
+import { CORE_EXPORTS, INT_HOOKS, kspliceHeader } from "../../src/update/hooks.js";
 import { compileC, FIXTURE_CFLAGS, tempDir } from "../helpers/compile.js";
 
 /** plan builds pre and post against the real header (with a stand-in linux/compiler.h). */
 function plan(pre: string, post: string) {
   const dir = tempDir();
   mkdirSync(join(dir, "include", "linux"), { recursive: true });
-  writeFileSync(join(dir, "include", "linux", "ksplice-patch.h"), KSPLICE_PATCH_H);
+  writeFileSync(join(dir, "include", "linux", "ksplice-patch.h"), kspliceHeader());
   writeFileSync(
     join(dir, "include", "linux", "compiler.h"),
     `#define __used __attribute__((__used__))
 #define __section(s) __attribute__((__section__(s)))
 #define __aligned(n) __attribute__((__aligned__(n)))
 `,
+  );
+  writeFileSync(
+    join(dir, "include", "linux", "types.h"),
+    "typedef unsigned long size_t;\ntypedef unsigned int gfp_t;\n",
   );
   const flags = [...FIXTURE_CFLAGS, `-I${join(dir, "include")}`];
   const load = (p: string) => ElfFile.parse(readFileSync(p), p);
@@ -95,4 +101,23 @@ static void (*bogus)(void) __attribute__((used, section(".ksplice_hook.someday")
   const r = plan(BASE, post).refusals;
   assert.equal(r.length, 1);
   assert.match(r[0].reason, /unknown hook kind someday \(\.ksplice_hook\.someday\)/);
+});
+
+test("the header, the core and the manifest agree: hook kinds, and the functions the core exports", () => {
+  const header = kspliceHeader();
+  // One macro per hook kind, typed as the core calls it.
+  const macros = [...header.matchAll(/^#define ksplice_(\w+)\(fn\) __ksplice_hook\((\w+), (\w+), fn\)$/gm)];
+  assert.deepEqual(
+    macros.map((m) => m[1]),
+    [...HOOK_KINDS],
+  );
+  for (const m of macros) {
+    assert.equal(m[2], m[1]);
+    assert.equal(m[3], INT_HOOKS.has(m[1] as never) ? "ksplice_int_hook_t" : "ksplice_void_hook_t", m[1]);
+  }
+  // Every function the header declares is exported by the core, and is a CORE_EXPORT.
+  const declared = [...header.matchAll(/^(?:void|void \*)\s*(ksplice_\w+)\(/gm)].map((m) => m[1]);
+  assert.deepEqual(new Set(declared), CORE_EXPORTS);
+  const kmod = ["core.c", "shadow.c"].map((f) => readFileSync(join(repoKmodDir(), f), "utf8")).join("\n");
+  for (const n of CORE_EXPORTS) assert.match(kmod, new RegExp(`^EXPORT_SYMBOL_GPL\\(${n}\\);$`, "m"), n);
 });

@@ -44,6 +44,7 @@
  * since kernel and module text are mapped read-only and text_poke() is not exported.
  *
  * One mutex (ks_mutex) covers every update, the list of known update modules and last_error.
+ * Shadow data (shadow.c) has its own lock; its accounting is the root's "shadows" file.
  */
 #define pr_fmt(fmt) "ksplice: " fmt
 
@@ -69,6 +70,7 @@
 #include <asm/sync_core.h>
 #include <asm/unaligned.h>
 #include <asm/unwind.h>
+#include "shadow.h"
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("ksplice core: rebootless kernel updates from a user-space plan");
@@ -1010,6 +1012,25 @@ static ssize_t coming_show(struct kobject *kobj, struct kobj_attribute *attr, ch
 	return n;
 }
 
+/* shadows: "ID COUNT BYTES" (hex id) for each id with shadows (ksplice-patch.h, shadow.c). */
+static ssize_t shadows_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	const unsigned int max = 128;
+	struct ks_shadow_count *c = kmalloc_array(max, sizeof(*c), GFP_KERNEL);
+	unsigned int i, n;
+	int len = 0;
+
+	if (!c)
+		return -ENOMEM;
+	n = shadow_accounting(c, max);
+	for (i = 0; i < n && i < max; i++)
+		len += sysfs_emit_at(buf, len, "%lx %lu %zu\n", c[i].id, c[i].count, c[i].bytes);
+	if (n > max)
+		len += sysfs_emit_at(buf, len, "... more ids\n");
+	kfree(c);
+	return len;
+}
+
 /* version: the protocol this core speaks (user space checks it before talking to a loaded core). */
 static ssize_t version_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
 {
@@ -1535,9 +1556,10 @@ static struct kobj_attribute last_error_attr = __ATTR_RO(last_error);
 static struct kobj_attribute bench_ns_attr = __ATTR_RO(bench_ns);
 static struct kobj_attribute coming_attr = __ATTR_RO(coming);
 static struct kobj_attribute version_attr = __ATTR_RO(version);
+static struct kobj_attribute shadows_attr = __ATTR_RO(shadows);
 static struct attribute *root_attrs[] = {
 	&control_attr.attr, &last_error_attr.attr, &bench_ns_attr.attr, &coming_attr.attr,
-	&version_attr.attr, NULL,
+	&version_attr.attr, &shadows_attr.attr, NULL,
 };
 static const struct attribute_group root_group = { .attrs = root_attrs };
 
@@ -1756,6 +1778,7 @@ static void __exit ksplice_exit(void)
 {
 	struct ks_update *u;
 	struct ks_mod *m, *mtmp;
+	unsigned long n;
 	int i;
 
 	/* Nothing is applied: each applied update holds a reference on this module. */
@@ -1780,6 +1803,10 @@ static void __exit ksplice_exit(void)
 		kfree(helper_argv[i]);
 	mutex_unlock(&ks_mutex);
 	kobject_put(ks_root);
+	/* The update modules that used them are gone: what their reverse hooks left is freed. */
+	n = shadow_free_everything();
+	if (n)
+		pr_warn("%lu shadow(s) left by updates freed at unload\n", n);
 }
 
 module_init(ksplice_init);
