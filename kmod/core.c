@@ -622,12 +622,11 @@ static int check_function(struct ks_update *u, const char *name, unsigned long f
 			return set_error("%s patch %s: %s is not in the text of module %s", u->id, name, sym, mod);
 	}
 	/*
-	 * In the kernel image and in a module the size must be kallsyms' own. A replacement in a
-	 * ksplice_ module (a stacked update) may end before its kallsyms size, which runs to the
-	 * next symbol of the module and can include padding.
+	 * FSIZE is the function's length as matched: at most kallsyms' size, which runs on to the
+	 * next symbol (past padding; for a module's last function, past the end of its text).
 	 */
-	if (kstrtoul(plus + strlen("+0x0/0x"), 16, &size) || (stacked ? fsize > size : size != fsize))
-		return set_error("%s patch %s: size %lx differs from kallsyms %s", u->id, name, fsize, sym);
+	if (kstrtoul(plus + strlen("+0x0/0x"), 16, &size) || fsize > size)
+		return set_error("%s patch %s: size %lx is more than kallsyms says: %s", u->id, name, fsize, sym);
 	return 0;
 }
 

@@ -1,10 +1,11 @@
 // Pairs the units of a pre and a post object through a funnel, widest level first:
 // exact name, then canonical name (compiler numbering ignored), then, among several
-// candidates with one canonical name, identical content (checksum), then numbering order.
+// candidates with one canonical name, identical content (checksum), then numbering order;
+// last, numbered statics by base name and identical content.
 // What stays unpaired is new (post only) or removed (pre only).
 import { createHash } from "node:crypto";
 import { groupBy } from "../collections.js";
-import { cloneNumbers } from "./names.js";
+import { canonicalDataName, cloneNumbers, numberedStatic } from "./names.js";
 import { contentKey, type ObjectUnits, type Target, type Unit } from "./units.js";
 
 /** Pairing maps each paired unit to its partner. */
@@ -92,6 +93,30 @@ export function correlate(pre: ObjectUnits, post: ObjectUnits): Pairing {
     const restA = as.filter((u) => !partner.has(u)).sort(byNumbering);
     const restB = bs.filter((u) => !partner.has(u)).sort(byNumbering);
     for (let i = 0; i < Math.min(restA.length, restB.length); i++) pair(restA[i], restB[i]);
+  }
+  // Level 3: numbered statics whose users differ between the builds (a switch table, CSWTCH.N,
+  // read from a function's hot part in one build and its .cold part in the other): the base
+  // name, and identical content found once on each side.
+  const base = (u: Unit) => {
+    const b = u.kind === "data" && !u.global ? numberedStatic(u.name) : undefined;
+    return b === undefined ? undefined : `${u.kind} ${canonicalDataName(b)}`;
+  };
+  const preByBase = groupBy(
+    unpaired(pre.units).filter((u) => base(u)),
+    (u) => base(u)!,
+  );
+  const postByBase = groupBy(
+    unpaired(post.units).filter((u) => base(u)),
+    (u) => base(u)!,
+  );
+  for (const [k, as] of preByBase) {
+    const bs = postByBase.get(k);
+    if (!bs) continue;
+    const sums = new Map<Unit, string>([...as, ...bs].map((u) => [u, checksum(u)]));
+    for (const a of as) {
+      const same = bs.filter((b) => !partner.has(b) && sums.get(b) === sums.get(a));
+      if (same.length === 1 && as.filter((x) => sums.get(x) === sums.get(a)).length === 1) pair(a, same[0]);
+    }
   }
   return { pairs, preOnly: unpaired(pre.units), postOnly: unpaired(post.units), partner };
 }

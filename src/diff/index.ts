@@ -8,7 +8,7 @@ import { compareUnits, type Difference } from "./compare.js";
 import { correlate, type Pairing } from "./correlate.js";
 import { ObjectUnits, type Unit } from "./units.js";
 
-export type { Pairing } from "./correlate.js";
+export { correlate, type Pairing } from "./correlate.js";
 export { ObjectUnits, type Unit } from "./units.js";
 
 /** ChangedUnit is a pair that differs, with the first difference. */

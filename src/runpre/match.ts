@@ -200,9 +200,9 @@ export class RunPre {
       object: obj.name,
       name: unit.name,
       addr: res.runs,
-      // A replacement's kallsyms size may run on past its end (into the next function of the
-      // module); the matched length is exact.
-      size: res.via ? BigInt(res.length) : this.kallsyms.sizeOf(res.runs, module),
+      // The matched length is exact; kallsyms' size runs on to the next symbol, past padding,
+      // and for a module's last function (a .cold part, say) past the end of its text.
+      size: BigInt(res.length),
       ...(res.via ? { via: { addr, module: module! } } : {}),
       // A site's length is the table's, or at most a 5-byte jump or nop.
       runtimeSites: res.via

@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:f
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { checksum } from "../diff/correlate.js";
-import { diffObjects, type Unit } from "../diff/index.js";
+import { correlate, diffObjects, ObjectUnits, type Unit } from "../diff/index.js";
 import { ElfFile } from "../elf/reader.js";
 import { UserError } from "../errors.js";
 import { BuildView, SECTION_FLAGS } from "../kbuild/build.js";
@@ -427,7 +427,7 @@ export async function createUpdate(o: CreateOptions): Promise<CreateResult> {
     return { id, path: out.path, manifest: out.manifest, timings };
   } finally {
     for (const v of run.views) v.close();
-    rmSync(work, { recursive: true, force: true });
+    if (!process.env.KSPLICE_KEEP_WORK) rmSync(work, { recursive: true, force: true });
   }
 }
 
@@ -478,7 +478,8 @@ function extractPlan(
   prePlain: ElfFile,
 ) {
   // Pair the diffed pre build with the plain one: the plain one is what runs in the kernel.
-  const plainPairing = diffObjects(prePlain, plan.diff.pre.elf).pairing;
+  // (Against the diffed pre's own units: a pairing maps the Unit objects it was made from.)
+  const plainPairing = correlate(new ObjectUnits(prePlain), plan.diff.pre);
   const plainOf = (u: Unit) => plainPairing.partner.get(u) ?? u;
   const preNameOf = (u: Unit) => {
     const pre = plan.diff.pairing.partner.get(u);
