@@ -37,6 +37,7 @@ import { type Extraction, extractObject } from "./extract.js";
 import { CORE_EXPORTS, kspliceHeader } from "./hooks.js";
 import { checkLayouts, declaredChanges, type LayoutCheck, touchesBodies } from "./layouts.js";
 import { buildUpdateModule, loadExports } from "./module.js";
+import { alignToPlain } from "./plain.js";
 
 /** CreateOptions are the inputs of one `create` run. */
 export interface CreateOptions {
@@ -269,6 +270,7 @@ function extractAll(run: Run, useful: ObjectPlan[], exports: Map<string, string>
   }));
   const refusals = extracted.flatMap((e) => e.ext.extraction.refusals);
   if (refusals.length) throw refusalError(refusals);
+  for (const e of extracted) for (const n of e.ext.notes) run.o.log(`${e.plan.object}: ${n}`);
   // After extraction, whose refusals say more (new entries of a kernel table, say).
   if (useful.every((p) => p.replaced.length === 0 && p.hooks.length === 0)) {
     const added = useful.flatMap((p) =>
@@ -485,19 +487,21 @@ function extractPlan(
     const pre = plan.diff.pairing.partner.get(u);
     return pre ? plainOf(pre).name : undefined;
   };
+  const aligned = alignToPlain(plan, plainPairing);
   const extraction: Extraction = extractObject({
     object: plan.object,
     post: plan.diff.post,
-    replaced: plan.replaced.map((r) => ({ post: r.post, preName: plainOf(r.pre).name })),
-    added: plan.added,
-    addedData: plan.addedData,
+    replaced: aligned.replaced.map((r) => ({ post: r.post, preName: plainOf(r.pre).name })),
+    added: aligned.added,
+    addedData: aligned.addedData,
     preNameOf,
     pre: plan.diff.pre,
     exported: (n) => exports.has(n),
     updateGlobals,
     usedNames,
   });
-  const targets = plan.replaced.map((r) => {
+  extraction.refusals.push(...aligned.refusals);
+  const targets = aligned.replaced.map((r) => {
     const plain = plainOf(r.pre);
     const f = extraction.functions.find((x) => x.name === r.post.name)!;
     return {
@@ -508,5 +512,5 @@ function extractPlan(
       replacement: { name: f.name, section: f.section, size: f.size },
     };
   });
-  return { extraction, targets };
+  return { extraction, targets, notes: aligned.notes };
 }
