@@ -26,6 +26,7 @@ import {
   localHost,
   type Patch,
   type Reloc,
+  type Shadows,
   type UpdateStatus,
 } from "./core.js";
 import {
@@ -437,6 +438,12 @@ export async function undoUpdate(opts: { id: string; log: (line: string) => void
 
 function toThrow(e: unknown): never {
   throw toUserError(e);
+}
+
+/** listShadows returns the core's accounting of shadow data (none when the core is not loaded). */
+export async function listShadows(host: CoreHost = localHost): Promise<Shadows> {
+  const core = new Core({ host });
+  return (await core.loaded()) ? core.shadows() : [];
 }
 
 /** listUpdates returns the status of every update the core knows (applied first). */

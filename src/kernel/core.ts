@@ -218,6 +218,18 @@ export function partLines(
   ].map((l) => `${id} part ${module} ${l}`);
 }
 
+/** Shadows is the core's accounting of shadow data: per id (hex), how many and their bytes. */
+export type Shadows = Array<{ id: string; count: number; bytes: number }>;
+
+/** parseShadows reads the core's `shadows` file: "ID COUNT BYTES" per line (ID in hex). */
+export function parseShadows(text: string): Shadows {
+  return text
+    .split("\n")
+    .map((l) => /^([0-9a-f]+) (\d+) (\d+)$/.exec(l.trim()))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ id: `0x${m[1]}`, count: Number(m[2]), bytes: Number(m[3]) }));
+}
+
 /** UpdateTarget is one function an update replaces, its part and where that part stands. */
 export interface UpdateTarget {
   name: string;
@@ -435,6 +447,13 @@ export class Core {
   async failPart(id: string, module: string, reason: string): Promise<void> {
     const text = reason.replace(/\s+/g, " ").trim().slice(0, 200) || "no reason given";
     await this.control([`${id} part ${module} fail ${text}`]);
+  }
+
+  /** shadows lists how many shadows of each id exist (ksplice-patch.h), and their data's bytes. */
+  async shadows(): Promise<Shadows> {
+    const path = `${this.root}/shadows`;
+    if (!(await this.host.exists(path))) return [];
+    return parseShadows(await this.host.readFile(path));
   }
 
   /** version is the control protocol the loaded core speaks. */

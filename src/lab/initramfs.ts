@@ -17,7 +17,7 @@ import {
   realpathSync,
   statSync,
 } from "node:fs";
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../errors.js";
 import { buildFileAtomic, readJson, writeJsonAtomic } from "../files.js";
@@ -50,6 +50,22 @@ export function sharedLibraries(binary: string): string[] {
     if (m) libs.push(m[1]);
   }
   return libs;
+}
+
+/**
+ * hostProgram readies a program of the host to run in a guest: a copy in dir (named
+ * host-NAME, since busybox provides many names itself) and its shared libraries, which the
+ * guest finds at the same paths. Returns the copy's path and the paths to pass as `with`.
+ */
+export function hostProgram(path: string, dir: string): { path: string; with: string[] } {
+  if (!existsSync(path))
+    throw new UserError(`${path} is not installed on this host (scripts/install-deps.sh installs it)`, {
+      code: "lab_missing_tool",
+    });
+  mkdirSync(dir, { recursive: true });
+  const copy = join(dir, `host-${basename(path)}`);
+  copyFileSync(path, copy);
+  return { path: copy, with: [copy, ...sharedLibraries(path)] };
 }
 
 /** baseInitramfs returns the cached base archive for the host's node and busybox, building it if needed. */

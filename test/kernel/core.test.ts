@@ -9,6 +9,7 @@ import {
   MAX_WRITE,
   type Patch,
   parseParts,
+  parseShadows,
   parseStatus,
   splitWrites,
   targetsOf,
@@ -332,4 +333,15 @@ test("Kallsyms sizes symbols like the kernel: next higher address of the same im
   assert.equal(ks.one("ksplice_new", "ksplice_u1"), 0xffffffffc0001000n);
   assert.throws(() => ks.one("ksplice_new"), /0 addresses/);
   assert.throws(() => new Kallsyms("0000000000000000 T _text\n"), /as root/);
+});
+
+test("shadow accounting: per id, how many and their bytes; none without the file", async () => {
+  assert.deepEqual(parseShadows("5eed 100 800\n6b73706c7301 2 16\n... more ids\n"), [
+    { id: "0x5eed", count: 100, bytes: 800 },
+    { id: "0x6b73706c7301", count: 2, bytes: 16 },
+  ]);
+  const fs = loadedFs();
+  assert.deepEqual(await new Core({ host: fs }).shadows(), []);
+  fs.files.set(`${R}/shadows`, "51 3 24\n");
+  assert.deepEqual(await new Core({ host: fs }).shadows(), [{ id: "0x51", count: 3, bytes: 24 }]);
 });

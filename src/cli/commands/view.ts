@@ -1,7 +1,7 @@
 // `ksplice view [ID]`: what is applied to the running kernel.
 import { parseArgs } from "node:util";
 import { UsageError, UserError } from "../../errors.js";
-import { listUpdates } from "../../kernel/apply.js";
+import { listShadows, listUpdates } from "../../kernel/apply.js";
 import { targetsOf, type UpdateStatus, type UpdateTarget, VMLINUX } from "../../kernel/core.js";
 import { type Command, println } from "../context.js";
 
@@ -12,9 +12,12 @@ the pause); with ID, the details of one. A function of a module is shown with it
 one whose module is not loaded yet as [module: pending] (patched when it loads), one whose
 module loaded but did not match as [module: failed], with the reason.
 
+Shadow data attached by updates (ksplice-patch.h) is listed by id: how many, and their bytes.
+
 --json: {schemaVersion, updates: [{id, stage, description, appliedAt, pauseNs, tries,
 functions, targets: [{name, module, state}], parts: [{module, state, functions, reason?}],
-abortCause}]} (one update's object alone with ID); state is live, pending, coming or failed.`;
+abortCause}], shadows: [{id, count, bytes}]} (with ID, that update's object alone, with
+schemaVersion); a state is live, pending, coming or failed.`;
 
 const json = (s: UpdateStatus) => ({
   id: s.id,
@@ -40,7 +43,7 @@ const named = (t: UpdateTarget) => {
   return where.length ? `${t.name} [${where.join(": ")}]` : t.name;
 };
 
-/** SCHEMA is the version of view's JSON: 2 added targets' state and parts. */
+/** SCHEMA is the version of view's JSON: 2 added targets' state, parts and shadows. */
 const SCHEMA = 2;
 
 /** The `view` verb. */
@@ -61,13 +64,14 @@ export const viewCommand: Command = {
       if (!list.length)
         throw new UserError(`update ${positionals[0]} is not applied`, { code: "not_applied" });
     }
+    const shadows = await listShadows();
     if (values.json) {
       println(
         ctx.stdout,
         JSON.stringify(
           positionals[0]
             ? { schemaVersion: SCHEMA, ...json(list[0]) }
-            : { schemaVersion: SCHEMA, updates: list.map(json) },
+            : { schemaVersion: SCHEMA, updates: list.map(json), shadows },
           null,
           2,
         ),
@@ -76,6 +80,7 @@ export const viewCommand: Command = {
     }
     if (!list.length) {
       println(ctx.stdout, "No updates applied.");
+      for (const s of shadows) println(ctx.stdout, `Shadows ${s.id}: ${s.count} (${s.bytes} bytes)`);
       return 0;
     }
     for (const s of list) {
@@ -91,6 +96,8 @@ export const viewCommand: Command = {
         else if (p.state === "failed")
           println(ctx.stdout, `  ${p.module}: failed, runs unpatched: ${p.reason ?? "no reason given"}`);
     }
+    if (!positionals[0])
+      for (const s of shadows) println(ctx.stdout, `Shadows ${s.id}: ${s.count} (${s.bytes} bytes)`);
     return 0;
   },
 };
