@@ -9,7 +9,10 @@
 //     upstream version gives struct route4_bucket a filters_ref and struct route4_filter a dying
 //     flag, made live with shadows instead (fixtures/cls-route-shadows.patch), exercised with
 //     the host's tc on filters made before the update: the bucket keeps its remaining filter,
-//     goes (with its shadow) with its last, a new bucket gets one; undo frees them all.
+//     goes (with its shadow) with its last, a new bucket gets one; undo frees them all;
+//   - hooks for a change of data: Debian's fix of net/ipv4/sysctl_net_ipv4.c, which changes
+//     entries of a table registered at boot, made live with apply/reverse hooks
+//     (examples/tcp-sysctl-bounds-hooks.patch): the bounds hold while it is applied, not after.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -24,7 +27,7 @@ const REPO = fileURLToPath(new URL("../../..", import.meta.url)).replace(/\/$/, 
 const fixture = (name: string) => join(REPO, "test/kernel/fixtures", name);
 const BUCKET_REF = "726f757465340001";
 
-test("shadow data: the core's API, a shadow per task from replacement code, and new fields of cls_route as shadows", {
+test("shadow data and hooks: the core's API, a shadow per task, cls_route's new fields as shadows, a boot-time table changed by hooks", {
   timeout: 40 * 60_000,
 }, async () => {
   const lab = await prepareLab();
@@ -37,7 +40,8 @@ test("shadow data: the core's API, a shadow per task from replacement code, and 
   });
   const make = updateMaker(lab, out, coreDir);
   const reads = await make("shadowst", fixture("status-reads-shadow.patch"));
-  const route = await make("clsroute", fixture("cls-route-shadows.patch"));
+  const route = await make("clsroute", join(REPO, "examples", "cls-route-shadows.patch"));
+  const bounds = await make("tcpbounds", join(REPO, "examples", "tcp-sysctl-bounds-hooks.patch"));
   const tc = hostProgram("/usr/sbin/tc", join(out, "bin"));
 
   await withLab(
@@ -104,6 +108,20 @@ test("shadow data: the core's API, a shadow per task from replacement code, and 
       assert.equal(await shadows(), "");
       assert.equal(await filters(), "to 20");
       await ok(vm, `${tc.path} qdisc del dev lo root`);
+
+      // Hooks that change a table registered at boot, and change it back.
+      const set = async (name: string, value: string) =>
+        (await sh(vm, `echo '${value}' > /proc/sys/net/ipv4/${name}`)).code === 0;
+      assert.equal(await set("tcp_reordering", "0"), true, "no lower bound before the update");
+      await ok(vm, `echo 3 > /proc/sys/net/ipv4/tcp_reordering && ksplice apply ${bounds}`);
+      assert.equal(await set("tcp_reordering", "0"), false);
+      assert.equal(await set("tcp_reordering", "301"), false, "bounded by tcp_max_reordering (300)");
+      assert.equal(await set("tcp_reordering", "10"), true);
+      assert.equal(await set("tcp_rmem", "100 131072 6291456"), false);
+      assert.equal(await set("tcp_rmem", "4096 131072 6291456"), true);
+      await ok(vm, "ksplice undo tcpbounds");
+      assert.equal(await set("tcp_reordering", "0"), true, "the old bounds are back");
+      await ok(vm, "echo 3 > /proc/sys/net/ipv4/tcp_reordering");
 
       assert.doesNotMatch(await ok(vm, "dmesg"), /WARNING|Oops|BUG:|Call Trace|refcount_t/);
     },
