@@ -98,7 +98,7 @@ export async function checkLayouts(opts: {
       out.refusals.push({
         object,
         symbol: what,
-        reason: `changes the layout of ${what} (${change}): instances the running kernel made with the old layout would meet code that expects the new one. Keep the new data in a shadow instead (README: Shadow data); or, if no instance made before the update can reach the new code (one that lives only on a stack, say), say so in the patch with ksplice_layout_change(${d.name})`,
+        reason: `changes the layout of ${what} (${change}): instances the running kernel made with the old layout would meet code that expects the new one. Keep the new data in a shadow instead (README: Changes to data); or, if no instance made before the update can reach the new code (one that lives only on a stack, say), say so in the patch with ksplice_layout_change(${d.name})`,
       });
     });
   }
