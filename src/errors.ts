@@ -41,6 +41,20 @@ export const ABORT_CODES = [
   "call_failed",
   "module_changed",
   "bad_plan",
+  // the update stream: publisher
+  "stream_missing",
+  "stream_exists",
+  "stream_keys",
+  "stream_conflict",
+  "not_in_stream",
+  // the update stream: client (Uptrack)
+  "not_configured",
+  "stream_unreachable",
+  "metadata_expired",
+  "metadata_rollback",
+  "metadata_tampered",
+  "untrusted_root",
+  "unsupported_kernel",
   // the lab
   "lab_boot",
   "lab_corrupt",

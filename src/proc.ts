@@ -111,3 +111,11 @@ export function mustRunSync(cmd: string, args: string[], opts: { cwd?: string } 
   if (res.code !== 0) throw new ToolError(cmd, args, res.code, `${res.stdout}\n${res.stderr}`);
   return res.stdout;
 }
+
+/**
+ * crashPoint kills this process (SIGKILL, as a crash or kill -9 would) when KSPLICE_CRASH_AT
+ * names the point: how the lab tests that every step of a change survives being cut short.
+ */
+export function crashPoint(name: string): void {
+  if (process.env.KSPLICE_CRASH_AT === name) process.kill(process.pid, "SIGKILL");
+}

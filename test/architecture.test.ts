@@ -35,6 +35,8 @@ const ALLOWED: Record<string, string[]> = {
     "modname.ts",
     "collections.ts",
   ],
+  stream: ["package", "errors.ts", "files.ts"],
+  uptrack: ["kernel", "stream", "live", "package", "errors.ts", "files.ts", "proc.ts"],
   lab: ["kbuild", "kernel", "live", "package", "elf", "errors.ts", "files.ts", "proc.ts", "modname.ts"],
   cli: ["*"],
 };

@@ -4,7 +4,16 @@ import { comingCommand } from "./commands/coming.js";
 import { createCommand } from "./commands/create.js";
 import { diffCommand } from "./commands/diff.js";
 import { labCommand } from "./commands/lab.js";
+import { streamCommand } from "./commands/stream.js";
 import { undoCommand } from "./commands/undo.js";
+import {
+  bootCommand,
+  installCommand,
+  removeCommand,
+  showCommand,
+  unameCommand,
+  upgradeCommand,
+} from "./commands/uptrack.js";
 import { viewCommand } from "./commands/view.js";
 import type { Command } from "./context.js";
 
@@ -15,5 +24,12 @@ export const COMMANDS: readonly Command[] = [
   applyCommand,
   undoCommand,
   viewCommand,
+  streamCommand,
+  upgradeCommand,
+  installCommand,
+  removeCommand,
+  showCommand,
+  unameCommand,
+  bootCommand,
   comingCommand,
 ];

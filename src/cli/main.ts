@@ -18,8 +18,8 @@ function help(ctx: Context): void {
 
 /** main runs one command line in a context and returns the exit code. */
 export async function main(argv: string[], ctx: Context, argv0 = "ksplice"): Promise<number> {
-  // `ksplice-apply` and friends are the same program under another name.
-  const alias = /^ksplice-(\w+)$/.exec(basename(argv0));
+  // `ksplice-apply`, `uptrack-upgrade` and friends are the same program under another name.
+  const alias = /^(?:ksplice|uptrack)-(\w+)$/.exec(basename(argv0));
   const [verb, ...rest] = alias ? [alias[1], ...argv] : argv;
   if (!verb || verb === "--help" || verb === "-h" || verb === "help") {
     help(ctx);

@@ -18,6 +18,7 @@ import { kernelModuleName } from "../modname.js";
 import { moduleName } from "../package/id.js";
 import type { Manifest } from "../package/manifest.js";
 import { type OpenedPackage, openPackage } from "../package/package.js";
+import { crashPoint } from "../proc.js";
 import {
   CORE_PROTOCOL,
   Core,
@@ -38,6 +39,7 @@ import {
   planRelocs,
   type Scope,
 } from "./matching.js";
+import { recoverLeftovers } from "./recover.js";
 import { removeStored, storePackage } from "./store.js";
 
 const LOCK = "/run/ksplice.lock";
@@ -86,8 +88,20 @@ export function toUserError(e: unknown): unknown {
   return new UserError(e.message, { code: e.code === "bad_command" ? "call_failed" : e.code, cause: e });
 }
 
+/** Locks this process holds, and how deep: withLock is re-entrant (an upgrade applies updates). */
+const held = new Map<string, number>();
+
 /** withLock runs fn holding the machine-wide ksplice lock (one apply or undo at a time). */
 export async function withLock<T>(fn: () => Promise<T>, lockPath = LOCK): Promise<T> {
+  const depth = held.get(lockPath) ?? 0;
+  if (depth > 0) {
+    held.set(lockPath, depth + 1);
+    try {
+      return await fn();
+    } finally {
+      held.set(lockPath, depth);
+    }
+  }
   let fd: number | undefined;
   mkdirSync(dirname(lockPath), { recursive: true });
   for (let attempt = 0; fd === undefined; attempt++) {
@@ -112,9 +126,11 @@ export async function withLock<T>(fn: () => Promise<T>, lockPath = LOCK): Promis
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+  held.set(lockPath, 1);
   try {
     return await fn();
   } finally {
+    held.delete(lockPath);
     closeSync(fd);
     rmSync(lockPath, { force: true });
   }
@@ -287,6 +303,7 @@ async function handToCore(
     for (const h of m.hooks)
       await core.hook(m.id, h.kind, (await plan.sections.addr(h.section)) + BigInt(h.offset));
     await core.describe(m.id, m.description);
+    crashPoint("apply:planned");
     log(`applying ${m.id}: ${plan.patches.length} jump(s) under stop_machine`);
     return await core.apply(m.id);
   } catch (e) {
@@ -315,6 +332,7 @@ export interface ApplyOptions {
 export async function applyUpdate(opts: ApplyOptions): Promise<ApplyResult> {
   requireRoot("ksplice apply");
   return withLock(async () => {
+    for (const line of await recoverLeftovers()) opts.log(line);
     const pkg = await openPackage(opts.path);
     try {
       for (let attempt = 1; ; attempt++) {
@@ -358,6 +376,7 @@ async function applyOnce(pkg: OpenedPackage, opts: ApplyOptions): Promise<ApplyR
     );
     const matching = matchTargets(m, pkg.dir, { partial: opts.partial ?? false, scope, kallsyms });
     undo.push(await loadUpdateModule(host, m, pkg.dir));
+    crashPoint("apply:module-loaded");
     const sections = new ModuleSections(m.module.name, host);
     const relocs = await planRelocs(m, matching.relocs, sections);
     const patches = await planJumps(matching.matched, sections);
@@ -405,6 +424,7 @@ export async function undoUpdate(opts: { id: string; log: (line: string) => void
   requireRoot("ksplice undo");
   const host = localHost;
   return withLock(async () => {
+    for (const line of await recoverLeftovers(host)) opts.log(line);
     const core = new Core({ host });
     if (!(await core.loaded()) || !(await core.list()).includes(opts.id))
       throw new UserError(`update ${opts.id} is not applied (ksplice view lists what is)`, {
@@ -428,6 +448,7 @@ export async function undoUpdate(opts: { id: string; log: (line: string) => void
         );
       throw toUserError(e);
     }
+    crashPoint("undo:reversed");
     await core.remove(opts.id).catch(toThrow);
     removeStored(opts.id);
     const name = moduleName(opts.id);

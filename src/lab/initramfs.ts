@@ -204,8 +204,7 @@ export function buildInitrd(base: string, out: string, layer: RunLayer): void {
     w.hostFile(join(dirname(fileURLToPath(import.meta.url)), "guest", "agent.js"), GUEST_AGENT);
     const repo = repoRoot();
     for (const p of repoRuntimePaths(repo)) addWithPath(w, p);
-    for (const name of ["ksplice", "ksplice-apply", "ksplice-undo", "ksplice-view"])
-      w.symlink(`/usr/local/bin/${name}`, join(repo, "bin", name));
+    for (const name of COMMAND_NAMES) w.symlink(`/usr/local/bin/${name}`, join(repo, "bin", name));
     for (const p of layer.withPaths) addWithPath(w, p);
     if (layer.modules) addModules(w, layer.modules);
     w.end();
@@ -213,6 +212,19 @@ export function buildInitrd(base: string, out: string, layer: RunLayer): void {
     closeSync(fd);
   }
 }
+
+/** COMMAND_NAMES are the names the checkout's bin/ launcher answers to, on a guest's PATH. */
+export const COMMAND_NAMES = [
+  "ksplice",
+  "ksplice-apply",
+  "ksplice-undo",
+  "ksplice-view",
+  "uptrack-upgrade",
+  "uptrack-install",
+  "uptrack-remove",
+  "uptrack-show",
+  "uptrack-uname",
+];
 
 /** repoRuntimePaths lists what the guest needs of this checkout to run `ksplice`. */
 export function repoRuntimePaths(repo: string): string[] {
