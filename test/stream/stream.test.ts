@@ -182,7 +182,7 @@ test("the client reads a served stream: available updates, the check's exit code
     for (const f of files) writeFileSync(f, readFileSync(f, "utf8").replace('"ua"', '"uz"'));
     const tampered = await client(clientRoot(url, trusted), ["show", "--available", "--raw-errors"]);
     assert.equal(tampered.err.split("\n")[0], "metadata_tampered", tampered.err);
-    files.forEach((f, i) => writeFileSync(f, good[i]));
+    for (const [i, f] of files.entries()) writeFileSync(f, good[i]);
 
     // Replayed: an older timestamp after the client saw a newer one.
     const ts = join(stream, "metadata/timestamp.json");
