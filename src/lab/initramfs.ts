@@ -181,6 +181,7 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts
 hostname ksplice-lab
+ip link set lo up
 stty -F /dev/ttyS1 raw -echo
 node ${GUEST_AGENT} /dev/ttyS1 ${watchdogSeconds * 1000}
 echo "ksplice-lab: agent exited ($?); powering off"

@@ -81,6 +81,8 @@ interface Miss {
 }
 
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
+/** The ftrace site at a function's entry: the boot-time nop, or a call while traced (undefined: any byte). */
+const FTRACE_SITES: Array<Array<number | undefined>> = [[0x0f, 0x1f, 0x44, 0x00, 0x00], [0xe8]];
 const TEXT_TYPES = /^[tTwW]$/;
 
 /** RunPre matches pre objects against one running kernel. */
@@ -235,14 +237,29 @@ export class RunPre {
     const entrySite = sites.find((s) => s.offset === 0 && s.table === "__mcount_loc");
     const at = entrySite ? 5 : 0;
     if (head[at] === 0xe9 && unit.bytes[at] !== 0xe9) {
-      const dest = addr + BigInt(at + 5) + BigInt(Buffer.from(head).readInt32LE(at + 1));
-      if (this.moduleOf(dest)) {
-        const res = this.compareCode(obj, unit, dest, false);
+      // Follow the chain of earlier updates (each jumps to the next one's replacement) to the
+      // code that runs now; a replacement keeps its own ftrace site, so its jump is after it.
+      let runs: bigint | undefined;
+      let h = head;
+      let from = addr;
+      let jat = at;
+      for (let hop = 0; hop < 16 && h[jat] === 0xe9; hop++) {
+        const dest = from + BigInt(jat + 5) + BigInt(Buffer.from(h).readInt32LE(jat + 1));
+        if (!this.moduleOf(dest)) break;
+        runs = dest;
+        const next = this.read(dest, 10);
+        if (!next) break;
+        h = next;
+        from = dest;
+        jat = FTRACE_SITES.some((f) => f.every((b, i) => b === undefined || next[i] === b)) ? 5 : 0;
+      }
+      if (runs !== undefined) {
+        const res = this.compareCode(obj, unit, runs, false);
         if ("miss" in res)
           return {
             miss: {
               ...res.miss,
-              reason: `${res.miss.reason} (in the replacement code of an earlier update, at ${hex(dest)})`,
+              reason: `${res.miss.reason} (in the replacement code of an earlier update, at ${hex(runs)})`,
             },
           };
         return { ...res, via: true };

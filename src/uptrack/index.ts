@@ -7,8 +7,10 @@
 // Every change happens under the machine's ksplice lock, after recovering what a command cut
 // short left (kernel/recover.ts), and is recorded as it happens: a series that fails half-way is
 // undone back to where it started, so a failure leaves what is applied as it was.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { UserError } from "../errors.js";
+import { readJson } from "../files.js";
 import { applyUpdate, listUpdates, undoUpdate, withLock } from "../kernel/apply.js";
 import { recoverLeftovers } from "../kernel/recover.js";
 import { runningIdentity } from "../live/identity.js";
@@ -83,7 +85,8 @@ async function appliedIds(): Promise<string[]> {
  * update the list has but the kernel does not is dropped; one the kernel has that the stream
  * described but the list lacks (a command killed before it recorded it) is added.
  */
-function reconcile(paths: ClientPaths, applied: string[], known: Installed[]): Installed[] {
+function reconcile(paths: ClientPaths, applied: string[], fetched: Installed[]): Installed[] {
+  const known = [...fetched, ...cachedIndexes(paths, kernelNow())];
   const list = readInstalled(paths);
   const kept = list.filter((u) => applied.includes(u.id));
   for (const id of applied)
@@ -94,6 +97,38 @@ function reconcile(paths: ClientPaths, applied: string[], known: Installed[]): I
   kept.sort((a, b) => applied.indexOf(a.id) - applied.indexOf(b.id));
   if (JSON.stringify(kept) !== JSON.stringify(list)) writeInstalled(paths, kept);
   return kept;
+}
+
+/** startOver clears what a command cut short left: in the kernel (recover.ts), and in the cache. */
+async function startOver(paths: ClientPaths): Promise<void> {
+  for (const line of await recoverLeftovers()) logLine(paths, line);
+  let names: string[] = [];
+  try {
+    names = readdirSync(paths.cache);
+  } catch {}
+  for (const n of names)
+    if (n.includes(".partial-")) {
+      rmSync(join(paths.cache, n), { recursive: true, force: true });
+      logLine(paths, `removed ${n}, a file a command cut short was writing`);
+    }
+}
+
+/** cachedIndexes lists the updates of this kernel's indexes in the cache (any build, any channel). */
+function cachedIndexes(paths: ClientPaths, kernel: Kernel): Installed[] {
+  const dir = join(paths.cache, "targets", "kernels", kernel.release);
+  const out: Installed[] = [];
+  let builds: string[] = [];
+  try {
+    builds = readdirSync(dir);
+  } catch {}
+  for (const build of builds) {
+    let files: string[] = [];
+    try {
+      files = readdirSync(join(dir, build)).filter((f) => f.endsWith(".json"));
+    } catch {}
+    for (const f of files) out.push(...(readJson<KernelIndex>(join(dir, build, f))?.updates ?? []));
+  }
+  return out;
 }
 
 /** publish writes the status files from what the client knows now. */
@@ -201,8 +236,13 @@ export interface ChangeResult {
   kernel: Kernel;
 }
 
-/** upgrade installs every update of the stream for this kernel not applied (dryRun: says which). */
-export async function upgrade(o: ClientOptions & { dryRun?: boolean }): Promise<ChangeResult> {
+/**
+ * upgrade installs every update of the stream for this kernel not applied (dryRun: says which;
+ * auto: installs only when the configuration says autoinstall = yes, as the timer runs it).
+ */
+export async function upgrade(
+  o: ClientOptions & { dryRun?: boolean; auto?: boolean },
+): Promise<ChangeResult> {
   return change(
     "upgrade",
     o,
@@ -211,6 +251,7 @@ export async function upgrade(o: ClientOptions & { dryRun?: boolean }): Promise<
       return c.plan;
     },
     o.dryRun,
+    o.auto,
   );
 }
 
@@ -234,7 +275,7 @@ export async function remove(
   const paths = o.paths ?? clientPaths();
   return withLock(async () => {
     try {
-      for (const line of await recoverLeftovers()) logLine(paths, line);
+      await startOver(paths);
       const applied = await appliedIds();
       const installed = reconcile(paths, applied, []);
       const plan = planRemove(installed as Entry[], o.ids);
@@ -256,12 +297,14 @@ async function change(
   o: ClientOptions,
   plan: (c: Check) => Promise<Step[]>,
   dryRun = false,
+  auto = false,
 ): Promise<ChangeResult> {
   const paths = o.paths ?? clientPaths();
   return withLock(async () => {
     try {
-      for (const line of await recoverLeftovers()) logLine(paths, line);
+      await startOver(paths);
       const config = readConfig(paths);
+      if (auto && !config.autoinstall) dryRun = true;
       const client = new StreamClient(paths, config);
       const c = await check(client, config, paths);
       const steps = await plan(c);
@@ -369,7 +412,7 @@ export async function boot(o: ClientOptions): Promise<BootResult> {
   } catch {}
   if (config && !config.installOnReboot) return skip("install_on_reboot = no");
   return withLock(async () => {
-    for (const line of await recoverLeftovers()) logLine(paths, line);
+    await startOver(paths);
     const kernel = kernelNow();
     const wanted = readInstalled(paths);
     const applied = await appliedIds();

@@ -2,9 +2,10 @@
 // of them), its last check, and the status it publishes for people and for machines:
 // /run/ksplice/effective_version and /run/ksplice/cves, and a node_exporter textfile. Every file
 // is written whole (write and rename), so a crash leaves the old one or the new one.
-import { appendFileSync, mkdirSync } from "node:fs";
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { readJson, writeFileAtomic, writeJsonAtomic } from "../files.js";
+import { buildFileAtomic, readJson, writeFileAtomic, writeJsonAtomic } from "../files.js";
+import { crashPoint } from "../proc.js";
 import type { KernelIndex } from "../stream/index.js";
 import type { ClientPaths } from "./config.js";
 
@@ -24,7 +25,10 @@ export function readInstalled(paths: ClientPaths): Installed[] {
 /** writeInstalled records the installed updates (whole, atomically). */
 export function writeInstalled(paths: ClientPaths, updates: Installed[]): void {
   mkdirSync(paths.cache, { recursive: true });
-  writeJsonAtomic(installedPath(paths), { schemaVersion: 1, updates });
+  buildFileAtomic(installedPath(paths), (tmp) => {
+    writeFileSync(tmp, `${JSON.stringify({ schemaVersion: 1, updates }, null, 2)}\n`);
+    crashPoint("client:recording"); // the new list written, not yet in place
+  });
 }
 
 /** Status is what the client last found, kept across commands for `show` and the metrics. */

@@ -28,11 +28,13 @@ function printPlan(ctx: Context, steps: Step[], done: boolean): void {
 export const upgradeCommand: Command = {
   name: "upgrade",
   summary: "install every update of the stream for the running kernel (uptrack-upgrade)",
-  usage: `usage: ksplice upgrade [-y | -n] [--json]   (also uptrack-upgrade)
+  usage: `usage: ksplice upgrade [-y | -n | --auto] [--json]   (also uptrack-upgrade)
 
 Checks the stream, then installs every update for the running kernel that is not applied, in
 order. -y installs without asking; -n only says what would be installed. Without either, it
-asks on a terminal and only says otherwise. A failure undoes what the command had installed.
+asks on a terminal and only says otherwise. --auto (ksplice-upgrade.timer) installs when the
+configuration says autoinstall = yes, and only checks otherwise. A failure undoes what the
+command had installed.
 ${CONFIG_HELP}`,
   async run(args, ctx) {
     const { values } = parseArgs({
@@ -40,11 +42,19 @@ ${CONFIG_HELP}`,
       options: {
         y: { type: "boolean", short: "y" },
         n: { type: "boolean", short: "n" },
+        auto: { type: "boolean" },
         json: { type: "boolean" },
       },
     });
-    if (values.y && values.n) throw new UsageError("upgrade takes -y or -n, not both");
+    if ([values.y, values.n, values.auto].filter(Boolean).length > 1)
+      throw new UsageError("upgrade takes one of -y, -n and --auto");
     const log = progress(ctx, "upgrade");
+    if (values.auto) {
+      const res = await upgrade({ log, helper: helperOf(ctx), auto: true });
+      if (values.json) println(ctx.stdout, JSON.stringify({ schemaVersion: 1, ...res }, null, 2));
+      else printPlan(ctx, res.plan, res.done);
+      return 0;
+    }
     let yes = values.y === true;
     if (!yes && !values.n) {
       const peek = await upgrade({ log, helper: helperOf(ctx), dryRun: true });
