@@ -119,7 +119,7 @@ export function parseAptShow(text: string): Record<string, string> {
 let updated = false;
 
 /** aptUpdate runs `apt-get update` at most once per process. */
-async function aptUpdate(): Promise<void> {
+export async function aptUpdate(): Promise<void> {
   if (updated) return;
   updated = true;
   const res = await runTool("apt-get", ["update", "-q"]);

@@ -8,6 +8,7 @@ export { cacheRoot } from "../files.js";
 export { type Accel, chooseAccel } from "./accel.js";
 export { FLAVOUR, HOST_PACKAGES, type KernelChoice, PINNED } from "./apt.js";
 export { labRoot } from "./cache.js";
+export { buildSystemImage, debianRoot, type SystemImage } from "./debian.js";
 export { hostProgram } from "./initramfs.js";
 export { checkEntry, type LabPaths, type PrepareOptions, prepareLab } from "./prepare.js";
 export { type BootOptions, type ExecOptions, type ExecResult, LabVM, qemuArgs, withLab } from "./vm.js";

@@ -12,6 +12,7 @@ import { UserError } from "../errors.js";
 import { cacheRoot } from "../files.js";
 import { type Accel, chooseAccel, PROBE_TIMEOUT_MS } from "./accel.js";
 import { labRoot } from "./cache.js";
+import type { SystemImage } from "./debian.js";
 import { baseInitramfs, buildInitrd } from "./initramfs.js";
 import { resolveModules } from "./modules.js";
 import { type LabPaths, prepareLab } from "./prepare.js";
@@ -27,10 +28,21 @@ export interface BootOptions {
   withPaths?: string[];
   /** Modules of the lab kernel's image to carry (with their dependencies), for modprobe in the guest. */
   modules?: string[];
+  /**
+   * Boot the Debian guest with systemd from this disk (lab/debian.ts) instead of the busybox
+   * initramfs; withPaths and modules are then what the disk was built with.
+   */
+  system?: SystemImage;
   smp?: number;
   memoryMb?: number;
   /** Extra kernel command-line words (e.g. `nokaslr`). */
   append?: string;
+  /**
+   * A QEMU user-mode network whose only way in is host 127.0.0.1:hostPort forwarded to the
+   * guest's guestPort, with restrict=on (the guest reaches nothing outside). The guest sees a
+   * virtio NIC: carry the virtio_net module and bring eth0 up as 10.0.2.15/24.
+   */
+  forward?: { hostPort: number; guestPort: number };
   /** How long the guest may take to reach its agent; default 60 s (TCG), 20 s (KVM). */
   bootTimeoutMs?: number;
   /** `auto` (default: KVM when the cached probe says it works), `kvm` or `tcg`. */
@@ -115,17 +127,17 @@ export class LabVM {
       opts.accel && opts.accel !== "auto"
         ? opts.accel
         : await chooseAccel(lab, env, log, () => probeKvm(paths, env));
-    const base = baseInitramfs(lab, log);
     const dir = mkdtempSync(join(tmpdir(), "ksplice-lab-"));
     const watchdogSeconds = 30;
     try {
-      buildInitrd(base, join(dir, "initrd.cpio"), {
-        withPaths: opts.withPaths ?? [],
-        watchdogSeconds,
-        modules: opts.modules?.length
-          ? resolveModules(paths.modulesDir, paths.release, opts.modules)
-          : undefined,
-      });
+      if (!opts.system)
+        buildInitrd(baseInitramfs(lab, log), join(dir, "initrd.cpio"), {
+          withPaths: opts.withPaths ?? [],
+          watchdogSeconds,
+          modules: opts.modules?.length
+            ? resolveModules(paths.modulesDir, paths.release, opts.modules)
+            : undefined,
+        });
     } catch (err) {
       rmSync(dir, { recursive: true, force: true });
       throw err;
@@ -136,19 +148,28 @@ export class LabVM {
     const args = qemuArgs({
       accel,
       kernel: paths.vmlinuz,
-      initrd: join(dir, "initrd.cpio"),
+      initrd: opts.system?.initrd ?? join(dir, "initrd.cpio"),
+      disk: opts.system?.disk,
       consoleLog: join(dir, "console.log"),
       agentSocket: sockPath,
       smp: opts.smp ?? 2,
       memoryMb: opts.memoryMb ?? 1024,
       append: opts.append ?? "",
+      forward: opts.forward,
     });
     const started = Date.now();
     const qemu = spawn("qemu-system-x86_64", args, { stdio: ["ignore", "ignore", "pipe"] });
     const vm = new LabVM(paths, accel, dir, qemu, server);
     live.add(vm);
     installExitHook();
-    await vm.waitForAgent(opts.bootTimeoutMs ?? (accel === "kvm" ? 20_000 : 60_000), opts.signal);
+    const bootTimeout = opts.system
+      ? accel === "kvm"
+        ? 60_000
+        : 300_000
+      : accel === "kvm"
+        ? 20_000
+        : 60_000;
+    await vm.waitForAgent(opts.bootTimeoutMs ?? bootTimeout, opts.signal);
     vm.bootMs = Date.now() - started;
     return vm;
   }
@@ -379,6 +400,29 @@ echo "== dmesg (tail)"; dmesg | tail -40`;
     return text ? `last console lines:\n${text}` : "the console printed nothing";
   }
 
+  /**
+   * stopped resolves when qemu has ended (a guest that reboots ends it: -no-reboot), and rejects
+   * with `lab_timeout` after timeoutMs.
+   */
+  async stopped(timeoutMs = 120_000): Promise<void> {
+    if (this.exited) return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          reject(
+            new UserError(`the lab guest did not stop within ${timeoutMs / 1000} s\n${this.consoleTail()}`, {
+              code: "lab_timeout",
+            }),
+          ),
+        timeoutMs,
+      );
+      this.exitWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
   /** pid is the qemu process id. */
   get pid(): number | undefined {
     return this.qemu.pid;
@@ -430,11 +474,15 @@ export interface QemuSpec {
   accel: Accel;
   kernel: string;
   initrd: string;
+  /** A raw disk image, as /dev/vda (the Debian guest). */
+  disk?: string;
   consoleLog: string;
   agentSocket: string;
   smp: number;
   memoryMb: number;
   append: string;
+  /** Host 127.0.0.1:hostPort forwarded to the guest's guestPort, on a restricted user network. */
+  forward?: { hostPort: number; guestPort: number };
 }
 
 /**
@@ -451,6 +499,16 @@ export function qemuArgs(s: QemuSpec): string[] {
     ...cpu,
     ...["-smp", String(s.smp), "-m", String(s.memoryMb)],
     ...["-kernel", s.kernel, "-initrd", s.initrd],
+    ...(s.disk ? ["-drive", `file=${s.disk},if=virtio,format=raw,cache=unsafe`] : []),
+    ...(s.forward
+      ? [
+          ...[
+            "-netdev",
+            `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${s.forward.hostPort}-:${s.forward.guestPort}`,
+          ],
+          ...["-device", "virtio-net-pci,netdev=net0"],
+        ]
+      : []),
     // loglevel=6 keeps notices (the kernel banner), warnings and oopses on the console but not the
     // boot chatter of pr_info;
     // tsc=reliable skips the clocksource watchdog, which TCG's jittery clock keeps tripping.

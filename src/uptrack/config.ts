@@ -22,6 +22,8 @@ export interface ClientPaths {
   textfile: string;
   /** /proc/cmdline, for ksplice=off. */
   cmdline: string;
+  /** The kernel's id of this boot: a list of installed updates written in another boot is what to re-apply. */
+  bootId: string;
 }
 
 /** clientPaths are the client's files under root: "/" on a machine, or $KSPLICE_CLIENT_ROOT. */
@@ -35,6 +37,7 @@ export function clientPaths(root = process.env.KSPLICE_CLIENT_ROOT || "/"): Clie
     run: join(root, "run/ksplice"),
     textfile: join(root, "var/lib/prometheus/node-exporter/ksplice.prom"),
     cmdline: join(root, "proc/cmdline"),
+    bootId: join(root, "proc/sys/kernel/random/boot_id"),
   };
 }
 

@@ -21,6 +21,7 @@ import { type Entry, planInstall, planRemove, planUpgrade, type Step } from "./p
 import {
   effectiveVersion,
   type Installed,
+  installedThisBoot,
   logLine,
   publishState,
   readInstalled,
@@ -88,6 +89,9 @@ async function appliedIds(): Promise<string[]> {
 function reconcile(paths: ClientPaths, applied: string[], fetched: Installed[]): Installed[] {
   const known = [...fetched, ...cachedIndexes(paths, kernelNow())];
   const list = readInstalled(paths);
+  // A list from before the restart that `ksplice boot` has not re-applied (ksplice=off, the
+  // service disabled) stays for the next boot; what is applied now is what the kernel says.
+  if (!installedThisBoot(paths) && applied.length === 0) return [];
   const kept = list.filter((u) => applied.includes(u.id));
   for (const id of applied)
     if (!kept.some((u) => u.id === id)) {

@@ -2,7 +2,7 @@
 // of them), its last check, and the status it publishes for people and for machines:
 // /run/ksplice/effective_version and /run/ksplice/cves, and a node_exporter textfile. Every file
 // is written whole (write and rename), so a crash leaves the old one or the new one.
-import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { buildFileAtomic, readJson, writeFileAtomic, writeJsonAtomic } from "../files.js";
 import { crashPoint } from "../proc.js";
@@ -22,11 +22,31 @@ export function readInstalled(paths: ClientPaths): Installed[] {
   return readJson<{ updates: Installed[] }>(installedPath(paths))?.updates ?? [];
 }
 
+/** bootIdNow is the running kernel's id of this boot ("" when it cannot be read). */
+export function bootIdNow(paths: ClientPaths): string {
+  try {
+    return readFileSync(paths.bootId, "utf8").trim();
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * installedThisBoot says whether the list was written since this boot. One written before the
+ * restart is what `ksplice boot` re-applies; until then (ksplice=off, a disabled service), the
+ * kernel not having its updates does not mean they were removed.
+ */
+export function installedThisBoot(paths: ClientPaths): boolean {
+  const written = readJson<{ bootId?: string }>(installedPath(paths))?.bootId;
+  return written === undefined || written === bootIdNow(paths);
+}
+
 /** writeInstalled records the installed updates (whole, atomically). */
 export function writeInstalled(paths: ClientPaths, updates: Installed[]): void {
   mkdirSync(paths.cache, { recursive: true });
   buildFileAtomic(installedPath(paths), (tmp) => {
-    writeFileSync(tmp, `${JSON.stringify({ schemaVersion: 1, updates }, null, 2)}\n`);
+    const bootId = bootIdNow(paths);
+    writeFileSync(tmp, `${JSON.stringify({ schemaVersion: 1, bootId, updates }, null, 2)}\n`);
     crashPoint("client:recording"); // the new list written, not yet in place
   });
 }

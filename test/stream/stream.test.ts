@@ -240,3 +240,23 @@ test("metrics are node_exporter's text format, one sample per line", () => {
   assert.match(text, /ksplice_info\{release="6\.1\.0-50-cloud-amd64",effective="6\.1\.192-3 \\"x\\""\} 1/);
   assert.match(text, /ksplice_last_check_timestamp_seconds 1796601600/);
 });
+
+test("the installed list of an earlier boot is kept until ksplice boot re-applies it (ksplice=off, a disabled unit)", async () => {
+  const trusted = join(tempDir(), "root.json");
+  writeFileSync(trusted, "{}");
+  const root = clientRoot("http://127.0.0.1:9", trusted);
+  mkdirSync(join(root, "proc/sys/kernel/random"), { recursive: true });
+  mkdirSync(join(root, "var/cache/ksplice"), { recursive: true });
+  const list = join(root, "var/cache/ksplice/installed.json");
+  const entry = { id: "ua", name: "A", cves: [], stacksOn: [], kernel: { release: HOST.release } };
+  writeFileSync(list, JSON.stringify({ schemaVersion: 1, bootId: "before", updates: [entry] }));
+  writeFileSync(join(root, "proc/sys/kernel/random/boot_id"), "after\n");
+  const shown = await client(root, ["show", "--json"]);
+  assert.equal(shown.code, 0, shown.err);
+  assert.deepEqual(JSON.parse(shown.out).installed, [], "nothing is applied in this boot");
+  assert.equal(JSON.parse(readFileSync(list, "utf8")).updates[0].id, "ua", "the list stays for the next boot");
+  // Written in this boot, the same list is made to agree with the kernel.
+  writeFileSync(list, JSON.stringify({ schemaVersion: 1, bootId: "after", updates: [entry] }));
+  assert.equal((await client(root, ["show", "--json"])).code, 0);
+  assert.deepEqual(JSON.parse(readFileSync(list, "utf8")).updates, []);
+});
