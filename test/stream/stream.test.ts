@@ -254,7 +254,11 @@ test("the installed list of an earlier boot is kept until ksplice boot re-applie
   const shown = await client(root, ["show", "--json"]);
   assert.equal(shown.code, 0, shown.err);
   assert.deepEqual(JSON.parse(shown.out).installed, [], "nothing is applied in this boot");
-  assert.equal(JSON.parse(readFileSync(list, "utf8")).updates[0].id, "ua", "the list stays for the next boot");
+  assert.equal(
+    JSON.parse(readFileSync(list, "utf8")).updates[0].id,
+    "ua",
+    "the list stays for the next boot",
+  );
   // Written in this boot, the same list is made to agree with the kernel.
   writeFileSync(list, JSON.stringify({ schemaVersion: 1, bootId: "after", updates: [entry] }));
   assert.equal((await client(root, ["show", "--json"])).code, 0);

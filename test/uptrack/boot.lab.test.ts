@@ -10,8 +10,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { buildSystemImage, type LabVM, LabVM as VM, labRoot, prepareLab } from "../../src/lab/index.js";
 import { cacheRoot } from "../../src/files.js";
+import { buildSystemImage, type LabVM, labRoot, prepareLab, LabVM as VM } from "../../src/lab/index.js";
 import { initStream } from "../../src/stream/index.js";
 import { tempDir } from "../helpers/compile.js";
 import { ok, sh } from "../helpers/guest.js";
@@ -86,8 +86,14 @@ test("uptrack in the systemd guest: updates come back at boot before the network
     const done = Number(await prop(g, "ksplice.service", "ExecMainExitTimestampMonotonic"));
     const net = Number(await prop(g, "networking.service", "ExecMainStartTimestampMonotonic"));
     const pre = Number(await prop(g, "network-pre.target", "ActiveEnterTimestampMonotonic"));
-    assert.ok(done > 0 && net > 0 && pre > 0, `timestamps: ksplice ${done}, network-pre ${pre}, networking ${net}`);
-    assert.ok(done <= pre && pre <= net, `ksplice finished at ${done} µs, network-pre at ${pre}, networking started at ${net}`);
+    assert.ok(
+      done > 0 && net > 0 && pre > 0,
+      `timestamps: ksplice ${done}, network-pre ${pre}, networking ${net}`,
+    );
+    assert.ok(
+      done <= pre && pre <= net,
+      `ksplice finished at ${done} µs, network-pre at ${pre}, networking started at ${net}`,
+    );
     const log = await ok(g, "cat /var/log/ksplice.log");
     assert.match(log, /boot: re-applied upa: /);
     assert.match(log, /boot: re-applied upc: /);
