@@ -103,8 +103,10 @@ try {
         const a = JSON.parse(await sh(vm, `ksplice apply --json ${pkgPath}`));
         const checkedA = await unwound(id);
         const d = JSON.parse(await sh(vm, `ksplice undo --json ${id}`));
-        for (const [k, v] of Object.entries((a.timings ?? {}) as Record<string, number>))
-          (timings[`${id} ${k}`] ??= []).push(v);
+        for (const [k, v] of Object.entries((a.timings ?? {}) as Record<string, number>)) {
+          const key = `${id} ${k}`;
+          timings[key] = [...(timings[key] ?? []), v];
+        }
         return { apply: a.pauseNs as number, undo: d.pauseNs as number, checked: checkedA };
       };
       const apply = async () => JSON.parse(await sh(vm, `ksplice apply --json ${pkg}`)).pauseNs as number;
