@@ -3,7 +3,8 @@
 # Idempotent and quiet when all is there. `ksplice lab prepare` installs the lab's own set.
 set -euo pipefail
 need=()
-for pkg in gcc-12 binutils elfutils make patch procps iproute2; do
+# chromium, prometheus and prometheus-node-exporter: the manager's browser and monitoring tests.
+for pkg in gcc-12 binutils elfutils make patch procps iproute2 chromium prometheus prometheus-node-exporter; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

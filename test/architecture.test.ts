@@ -38,6 +38,7 @@ const ALLOWED: Record<string, string[]> = {
   stream: ["package", "errors.ts", "files.ts"],
   uptrack: ["kernel", "stream", "live", "package", "errors.ts", "files.ts", "proc.ts"],
   lab: ["kbuild", "kernel", "live", "package", "elf", "errors.ts", "files.ts", "proc.ts", "modname.ts"],
+  manager: ["uptrack", "kernel", "stream", "errors.ts", "files.ts"],
   cli: ["*"],
 };
 

@@ -4,6 +4,7 @@ import { comingCommand } from "./commands/coming.js";
 import { createCommand } from "./commands/create.js";
 import { diffCommand } from "./commands/diff.js";
 import { labCommand } from "./commands/lab.js";
+import { managerCommand } from "./commands/manager.js";
 import { streamCommand } from "./commands/stream.js";
 import { undoCommand } from "./commands/undo.js";
 import {
@@ -31,5 +32,6 @@ export const COMMANDS: readonly Command[] = [
   showCommand,
   unameCommand,
   bootCommand,
+  managerCommand,
   comingCommand,
 ];
