@@ -8,6 +8,10 @@
 // A module with a pending part loading later is matched by the helper (coming.ts), which the
 // core runs while the module is coming. Nothing here writes kernel memory: the core module
 // does, after checking the plan again.
+//
+// One command reads each source of truth about the running kernel once per plan: its identity
+// (/proc/version, /sys/kernel/notes), /proc/kallsyms (parsed once, passed down) and /proc/kcore
+// (opened once, read in cached blocks); planning asks the update module's sections once each.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { groupBy } from "../collections.js";
@@ -61,6 +65,73 @@ export interface ApplyResult {
   loadedCore: boolean;
   /** With --partial: targets left out because their running code differs. */
   skipped: Array<{ name: string; object: string; reason: string }>;
+  timings: ApplyTimings;
+}
+
+/**
+ * ApplyTimings are the milliseconds apply spent in each step (summed over its attempts when a
+ * module loading meanwhile made it plan again), and in all.
+ */
+export interface ApplyTimings {
+  /** Waiting for the machine-wide lock. */
+  lockMs: number;
+  /** Clearing what a command cut short left. */
+  recoverMs: number;
+  /** Opening and verifying the package. */
+  openMs: number;
+  /** Checking the running kernel is the update's. */
+  checkMs: number;
+  /** Loading (or checking) the core module and clearing a leftover of this update. */
+  coreMs: number;
+  /** Reading and parsing /proc/kallsyms. */
+  kallsymsMs: number;
+  /** Finding which patched modules are not loaded (their parts wait). */
+  pendingMs: number;
+  /** Run-pre matching: every target against the running code, every relocation resolved. */
+  matchMs: number;
+  /** Loading the update module. */
+  loadMs: number;
+  /** Planning relocations and jumps from the match and the module's sections. */
+  planMs: number;
+  /** Keeping a copy of the package. */
+  storeMs: number;
+  /** Handing the plan to the core and its apply under stop_machine. */
+  applyMs: number;
+  totalMs: number;
+}
+
+const TIMING_KEYS = [
+  "lockMs",
+  "recoverMs",
+  "openMs",
+  "checkMs",
+  "coreMs",
+  "kallsymsMs",
+  "pendingMs",
+  "matchMs",
+  "loadMs",
+  "planMs",
+  "storeMs",
+  "applyMs",
+  "totalMs",
+] as const satisfies ReadonlyArray<keyof ApplyTimings>;
+
+/** Laps measures consecutive steps: each lap adds the time since the previous one to its key. */
+class Laps {
+  readonly timings = Object.fromEntries(TIMING_KEYS.map((k) => [k, 0])) as unknown as ApplyTimings;
+  private readonly start = performance.now();
+  private last = this.start;
+  lap(key: Exclude<keyof ApplyTimings, "totalMs">): void {
+    const now = performance.now();
+    this.timings[key] += now - this.last;
+    this.last = now;
+  }
+  /** done sets the total and rounds every figure to 0.1 ms. */
+  done(): ApplyTimings {
+    this.timings.totalMs = performance.now() - this.start;
+    for (const k of TIMING_KEYS) this.timings[k] = Math.round(this.timings[k] * 10) / 10;
+    return this.timings;
+  }
 }
 
 /** toUserError turns a refusal of the core module into the user-facing error with its code. */
@@ -147,9 +218,14 @@ export function requireRoot(what: string): void {
     );
 }
 
-/** checkKernel refuses an update made for another kernel, before anything is loaded. */
-export function checkKernel(m: Manifest, root = "/"): void {
-  const run = runningIdentity(root);
+/**
+ * checkKernel refuses an update made for another kernel, before anything is loaded. It takes
+ * the running kernel's identity when the caller has read it already, and returns it.
+ */
+export function checkKernel(
+  m: Manifest,
+  run: ReturnType<typeof runningIdentity> = runningIdentity(),
+): ReturnType<typeof runningIdentity> {
   if (run.release !== m.kernel.release)
     throw new UserError(
       `update ${m.id} is for kernel ${m.kernel.release}, but this kernel is ${run.release}`,
@@ -160,6 +236,7 @@ export function checkKernel(m: Manifest, root = "/"): void {
       `update ${m.id} is for build ${m.kernel.buildId} of ${m.kernel.release}, but the running kernel is build ${run.buildId}`,
       { code: "wrong_kernel" },
     );
+  return run;
 }
 
 async function exec(host: CoreHost, argv: string[], what: string, code: AbortCode): Promise<void> {
@@ -173,11 +250,12 @@ async function exec(host: CoreHost, argv: string[], what: string, code: AbortCod
  * makes them when the module loads. A module that is not even installed is named as missing.
  */
 function pendingModules(m: Manifest, kallsyms: Kallsyms, release: string): Set<string> {
-  const loaded = new Set(kallsyms.entries.map((e) => e.module));
   const pending = new Set<string>();
+  let installed: Set<string> | undefined;
   for (const mod of new Set(m.objects.flatMap((o) => (o.module ? [o.module] : [])))) {
-    if (loaded.has(mod)) continue;
-    if (!moduleInstalled(mod, release))
+    if (kallsyms.loaded(mod)) continue;
+    installed ??= installedModules(release);
+    if (!installed.has(kernelModuleName(mod)))
       throw new UserError(
         `update ${m.id} patches module ${mod}, which is neither loaded nor installed in /lib/modules/${release}`,
         { code: "module_missing" },
@@ -204,9 +282,9 @@ function checkHooks(m: Manifest, pending: Set<string>): void {
   }
 }
 
-/** moduleInstalled tells whether /lib/modules/RELEASE lists a module of that name (modules.dep). */
-function moduleInstalled(module: string, release: string): boolean {
-  const want = kernelModuleName(module);
+/** installedModules lists the modules /lib/modules/RELEASE has (modules.dep, modules.order), by kernel name. */
+function installedModules(release: string): Set<string> {
+  const out = new Set<string>();
   for (const list of ["modules.dep", "modules.order"]) {
     let text: string;
     try {
@@ -216,10 +294,10 @@ function moduleInstalled(module: string, release: string): boolean {
     }
     for (const line of text.split("\n")) {
       const path = line.split(":")[0].trim();
-      if (path && kernelModuleName(path) === want) return true;
+      if (path) out.add(kernelModuleName(path));
     }
   }
-  return false;
+  return out;
 }
 
 /**
@@ -331,16 +409,22 @@ export interface ApplyOptions {
 /** applyUpdate applies a package to the running kernel (run as root on the target). */
 export async function applyUpdate(opts: ApplyOptions): Promise<ApplyResult> {
   requireRoot("ksplice apply");
+  const laps = new Laps();
   return withLock(async () => {
+    laps.lap("lockMs");
     for (const line of await recoverLeftovers()) opts.log(line);
+    laps.lap("recoverMs");
     const pkg = await openPackage(opts.path);
+    laps.lap("openMs");
     try {
       for (let attempt = 1; ; attempt++) {
         try {
-          return await applyOnce(pkg, opts);
+          const res = await applyOnce(pkg, opts, laps);
+          return { ...res, timings: laps.done() };
         } catch (e) {
           if (!(e instanceof UserError && e.code === "module_changed") || attempt >= MODULE_CHANGED_TRIES)
             throw e;
+          laps.lap("applyMs"); // the refused hand-over and its undo
           opts.log("a module the update patches loaded or went while it was planned: planning again");
         }
       }
@@ -350,24 +434,32 @@ export async function applyUpdate(opts: ApplyOptions): Promise<ApplyResult> {
   });
 }
 
-async function applyOnce(pkg: OpenedPackage, opts: ApplyOptions): Promise<ApplyResult> {
+async function applyOnce(
+  pkg: OpenedPackage,
+  opts: ApplyOptions,
+  laps: Laps,
+): Promise<Omit<ApplyResult, "timings">> {
   const host = localHost;
   // What was done so far, undone in reverse when a later step fails.
   const undo: Array<() => Promise<void>> = [];
   try {
     const m = pkg.manifest;
-    checkKernel(m);
+    const { release } = checkKernel(m);
+    laps.lap("checkMs");
     const core = new Core({ host });
     const loadedCore = await ensureCore(core, m, pkg.dir);
     await clearLeftover(core, m.id);
+    laps.lap("coreMs");
     const kallsyms = Kallsyms.read();
-    const pending = pendingModules(m, kallsyms, runningIdentity().release);
+    laps.lap("kallsymsMs");
+    const pending = pendingModules(m, kallsyms, release);
     if (pending.size && !opts.helper)
       throw new UserError(
         `update ${m.id} patches module(s) ${[...pending].join(", ")}, not loaded, and this caller cannot follow a later load: load them and apply again`,
         { code: "module_not_loaded" },
       );
     checkHooks(m, pending);
+    laps.lap("pendingMs");
     const scope: Scope = (mod) => mod === undefined || !pending.has(mod);
     const later = m.targets.filter((t) => !scope(t.module));
     opts.log(
@@ -375,13 +467,17 @@ async function applyOnce(pkg: OpenedPackage, opts: ApplyOptions): Promise<ApplyR
         (later.length ? `; ${later.length} wait for module(s) ${[...pending].join(", ")} to load` : ""),
     );
     const matching = matchTargets(m, pkg.dir, { partial: opts.partial ?? false, scope, kallsyms });
+    laps.lap("matchMs");
     undo.push(await loadUpdateModule(host, m, pkg.dir));
     crashPoint("apply:module-loaded");
+    laps.lap("loadMs");
     const sections = new ModuleSections(m.module.name, host);
     const relocs = await planRelocs(m, matching.relocs, sections);
     const patches = await planJumps(matching.matched, sections);
+    laps.lap("planMs");
     const unstore = storePackage(pkg);
     undo.push(async () => unstore());
+    laps.lap("storeMs");
     const status = await handToCore(
       core,
       m,
@@ -389,6 +485,7 @@ async function applyOnce(pkg: OpenedPackage, opts: ApplyOptions): Promise<ApplyR
       opts.log,
       undo,
     );
+    laps.lap("applyMs");
     undo.length = 0;
     return {
       id: m.id,

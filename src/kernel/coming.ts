@@ -7,7 +7,9 @@
 // writes the jumps under stop_machine; or it tells the core why not, and the module runs
 // unpatched, the part marked failed. The module loads either way.
 import { UserError } from "../errors.js";
+import { runningIdentity } from "../live/identity.js";
 import { Kallsyms } from "../live/kallsyms.js";
+import { type KcoreMemory, kcoreMemory } from "../live/memory.js";
 import { checkKernel, requireRoot, toUserError, withLock } from "./apply.js";
 import { Core, type CoreHost, localHost } from "./core.js";
 import { ModuleSections, matchTargets, planJumps, planRelocs } from "./matching.js";
@@ -38,10 +40,17 @@ export async function comingModule(opts: {
     const parts = (await core.coming()).filter((p) => p.module === opts.module);
     const out: ComingResult[] = [];
     if (!parts.length) return out;
+    // Read once for all the parts: kallsyms does not change meanwhile (every update module is
+    // loaded already), the code does (each part's jumps): the memory's cache is dropped after each.
     const kallsyms = Kallsyms.read();
+    let run: ReturnType<typeof runningIdentity> | undefined;
+    let memory: KcoreMemory | undefined;
     for (const { id } of parts) {
       try {
-        const functions = await makePart(core, id, opts.module, kallsyms, opts.stateDir ?? STATE_DIR);
+        run ??= runningIdentity();
+        memory ??= kcoreMemory();
+        const live = { kallsyms, run, memory };
+        const functions = await makePart(core, id, opts.module, live, opts.stateDir ?? STATE_DIR);
         opts.log(`update ${id}: ${functions.length} function(s) of ${opts.module} patched`);
         out.push({ id, state: "live", functions });
       } catch (e) {
@@ -51,8 +60,11 @@ export async function comingModule(opts: {
         // The core may have failed the part itself (its jumps aborted): that says the same.
         await core.failPart(id, opts.module, reason).catch(() => {});
         out.push({ id, state: "failed", functions: [], reason });
+      } finally {
+        memory?.forget();
       }
     }
+    memory?.close();
     return out;
   });
 }
@@ -62,7 +74,7 @@ async function makePart(
   core: Core,
   id: string,
   module: string,
-  kallsyms: Kallsyms,
+  live: { kallsyms: Kallsyms; run: ReturnType<typeof runningIdentity>; memory: KcoreMemory },
   stateDir: string,
 ): Promise<string[]> {
   const pkg = await openStored(id, stateDir);
@@ -72,8 +84,13 @@ async function makePart(
     });
   try {
     const m = pkg.manifest;
-    checkKernel(m);
-    const matching = matchTargets(m, pkg.dir, { partial: false, scope: (mod) => mod === module, kallsyms });
+    checkKernel(m, live.run);
+    const matching = matchTargets(m, pkg.dir, {
+      partial: false,
+      scope: (mod) => mod === module,
+      kallsyms: live.kallsyms,
+      memory: live.memory,
+    });
     const sections = new ModuleSections(m.module.name, core.host);
     const relocs = await planRelocs(m, matching.relocs, sections);
     const patches = await planJumps(matching.matched, sections);

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { ElfFile } from "../elf/reader.js";
 import { UserError } from "../errors.js";
 import type { Kallsyms } from "../live/kallsyms.js";
-import { kcoreMemory } from "../live/memory.js";
+import { kcoreMemory, type LiveMemory } from "../live/memory.js";
 import { isUpdateModule } from "../package/id.js";
 import type { Manifest, ManifestTarget } from "../package/manifest.js";
 import { type MatchedFunction, RunPre } from "../runpre/match.js";
@@ -43,19 +43,23 @@ export function partName(module: string | undefined): string {
 /**
  * matchTargets run-pre matches every target of the manifest in the scope against the running
  * code, and resolves every relocation of the scope's objects. With `partial`, targets whose
- * running code differs are left out, as long as one matches.
+ * running code differs are left out, as long as one matches. It reads live code through
+ * `memory` when given (the caller's /proc/kcore, read once), else opens /proc/kcore itself.
  */
 export function matchTargets(
   m: Manifest,
   dir: string,
-  opts: { partial: boolean; scope: Scope; kallsyms: Kallsyms },
+  opts: { partial: boolean; scope: Scope; kallsyms: Kallsyms; memory?: LiveMemory },
 ): Matching {
   const { kallsyms, scope } = opts;
   const objects = m.objects.filter((o) => scope(o.module));
   const inScope = new Set(objects.map((o) => o.path));
   const targets = m.targets.filter((t) => inScope.has(t.object));
-  const mem = kcoreMemory();
+  const own = opts.memory ? undefined : kcoreMemory();
+  const mem = opts.memory ?? own!;
   try {
+    // Names asked besides the objects' symbols (see Kallsyms.expect).
+    kallsyms.expect(["__this_module", ...m.relocations.map((r) => r.preSymbol)]);
     const runpre = new RunPre(kallsyms, mem);
     for (const o of objects)
       runpre.addObject(o.path, ElfFile.parse(readFileSync(join(dir, o.pre)), o.pre), o.module);
@@ -81,11 +85,11 @@ export function matchTargets(
     );
     const modules = new Set(objects.flatMap((o) => (o.module ? [o.module] : [])));
     for (const { symbol } of relocs)
-      for (const e of kallsyms.at(symbol)) if (e.module && !isUpdateModule(e.module)) modules.add(e.module);
+      for (const e of kallsyms.modulesAt(symbol)) if (!isUpdateModule(e.module)) modules.add(e.module!);
     const pins = [...modules].sort().map((mod) => kallsyms.one("__this_module", mod));
     return { matched, skipped, relocs, pins };
   } finally {
-    mem.close();
+    own?.close();
   }
 }
 

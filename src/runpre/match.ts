@@ -33,7 +33,7 @@ import { UserError } from "../errors.js";
 import type { Kallsyms, KallsymsEntry } from "../live/kallsyms.js";
 import type { LiveMemory } from "../live/memory.js";
 import { isUpdateModule } from "../package/id.js";
-import { decode, format, type Insn } from "../x86/decode.js";
+import { DecodeCursor, decode, format, type Insn } from "../x86/decode.js";
 import { type Site, sitesOf } from "./sites.js";
 
 export type { LiveMemory } from "../live/memory.js";
@@ -62,6 +62,8 @@ interface PreObject {
   elf: ElfFile;
   units: ObjectUnits;
   sites: Map<number, Site[]>;
+  /** Units by name, made on first use (an object has thousands; matching asks for a few). */
+  byName?: Map<string, Unit[]>;
 }
 
 /** A fact one comparison learned, committed only if the candidate is taken. */
@@ -91,6 +93,11 @@ export class RunPre {
   private readonly bases = new Map<string, bigint>();
   private readonly globals = new Map<string, bigint>();
   private readonly matched = new Map<Unit, MatchedFunction>();
+  // Per unit, what every comparison of it needs and does not depend on the place compared:
+  // its decoded pre code and its rewritable sites (several candidates, siblings and the
+  // relocations' users compare the same units again).
+  private readonly decoded = new Map<Unit, Insn[]>();
+  private readonly unitSites = new Map<Unit, Site[]>();
 
   constructor(
     readonly kallsyms: Kallsyms,
@@ -99,6 +106,8 @@ export class RunPre {
 
   /** addObject registers a pre object (as the kernel's build made it) under its path, and its module if any. */
   addObject(name: string, elf: ElfFile, module?: string): void {
+    // Every name matching asks kallsyms about is a symbol of some added object.
+    this.kallsyms.expect(elf.symbols.map((s) => s.name));
     this.objects.set(name, {
       name,
       module,
@@ -115,7 +124,15 @@ export class RunPre {
   }
 
   private unit(obj: PreObject, name: string, kind?: "func" | "data"): Unit | undefined {
-    return obj.units.units.find((u) => u.name === name && (!kind || u.kind === kind));
+    if (!obj.byName) {
+      obj.byName = new Map();
+      for (const u of obj.units.units) {
+        const l = obj.byName.get(u.name);
+        if (l) l.push(u);
+        else obj.byName.set(u.name, [u]);
+      }
+    }
+    return obj.byName.get(name)?.find((u) => !kind || u.kind === kind);
   }
 
   /** matchFunction finds where function `name` of `object` runs, proving its code is the pre code. */
@@ -217,8 +234,9 @@ export class RunPre {
     return m;
   }
 
+  /** moduleOf names the update module (an earlier update's) with a symbol at addr, if any. */
   private moduleOf(addr: bigint): string | undefined {
-    return this.kallsyms.at(addr).find((e) => isUpdateModule(e.module))?.module;
+    return this.kallsyms.modulesAt(addr).find((e) => isUpdateModule(e.module))?.module;
   }
 
   /** knownBase returns the learned address of a pre object's section, if any. */
@@ -277,12 +295,42 @@ export class RunPre {
   }
 
   private sitesIn(obj: PreObject, unit: Unit): Site[] {
-    return (obj.sites.get(unit.section.index) ?? [])
-      .filter((s) => s.offset >= unit.start && s.offset < unit.start + unit.size)
-      .map((s) => ({ ...s, offset: s.offset - unit.start }));
+    let out = this.unitSites.get(unit);
+    if (!out) {
+      out = (obj.sites.get(unit.section.index) ?? [])
+        .filter((s) => s.offset >= unit.start && s.offset < unit.start + unit.size)
+        .map((s) => ({ ...s, offset: s.offset - unit.start }));
+      this.unitSites.set(unit, out);
+    }
+    return out;
+  }
+
+  private preCode(unit: Unit): Insn[] {
+    let out = this.decoded.get(unit);
+    if (!out) {
+      out = decode(unit.bytes);
+      this.decoded.set(unit, out);
+    }
+    return out;
   }
 
   private compareCode(obj: PreObject, unit: Unit, addr: bigint, ownCopy: boolean): Accepted | { miss: Miss } {
+    // The decoder of the live code holds wasm memory: freed however the comparison ends.
+    const cursors: DecodeCursor[] = [];
+    try {
+      return this.compareLive(obj, unit, addr, ownCopy, cursors);
+    } finally {
+      for (const c of cursors) c.free();
+    }
+  }
+
+  private compareLive(
+    obj: PreObject,
+    unit: Unit,
+    addr: bigint,
+    ownCopy: boolean,
+    cursors: DecodeCursor[],
+  ): Accepted | { miss: Miss } {
     let liveSize: bigint;
     try {
       liveSize = this.kallsyms.sizeOf(addr, this.moduleOf(addr));
@@ -336,7 +384,10 @@ export class RunPre {
       });
       if (bad) return miss(0, bad);
     }
-    const pre = decode(unit.bytes);
+    const pre = this.preCode(unit);
+    const cursor = new DecodeCursor(live);
+    cursors.push(cursor);
+    const liveBuf = Buffer.from(live.buffer, live.byteOffset, live.byteLength);
     const sites = this.sitesIn(obj, unit);
     const relocs = [...unit.relocs].sort((a, b) => a.offset - b.offset);
     const map = new Map<number, number>();
@@ -366,7 +417,7 @@ export class RunPre {
       while (ri < relocs.length && relocs[ri].offset < po) ri++;
       const rs: UnitReloc[] = [];
       for (let k = ri; k < relocs.length && relocs[k].offset < po + p.length; k++) rs.push(relocs[k]);
-      const l = decodeAt(live, lo);
+      const l = cursor.at(lo);
       if (!l) return miss(po, `expected ${format(unit.bytes, po)}, but the running code ends`, "code");
       const differs = () => `expected ${format(unit.bytes, po)}, found ${format(live, lo, addr)}`;
       if (p.invalid) return miss(po, "the pre code does not decode", "limit");
@@ -406,7 +457,7 @@ export class RunPre {
           if (!info || (r.size !== 4 && r.size !== 8))
             return miss(po, `relocation type ${r.type} cannot be checked`, "limit");
           const fo = lo + (r.offset - po);
-          const buf = Buffer.from(live.buffer, live.byteOffset, live.byteLength);
+          const buf = liveBuf;
           let v =
             r.size === 8
               ? buf.readBigInt64LE(fo)
@@ -607,14 +658,6 @@ function describe(t: Target): string {
       return key.length > 60 ? `${key.slice(0, 57)}...` : key;
     }
   }
-}
-
-/** decodeAt decodes the one instruction at offset of bytes (relative branch targets from 0). */
-function decodeAt(bytes: Uint8Array, offset: number): Insn | undefined {
-  if (offset >= bytes.length) return undefined;
-  const one = decode(bytes.subarray(offset, Math.min(bytes.length, offset + 15)), BigInt(offset))[0];
-  if (!one) return undefined;
-  return { ...one, offset, target: one.target === undefined ? undefined : one.target + BigInt(offset) };
 }
 
 /** globalKey names a global as seen from one image ("" for the kernel, else a module's name). */

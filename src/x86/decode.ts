@@ -70,6 +70,50 @@ export function decode(bytes: Uint8Array, base = 0n): Insn[] {
   return out;
 }
 
+/**
+ * DecodeCursor decodes one instruction at any offset of a buffer, reusing one decoder and one
+ * instruction (decoding a fresh slice per instruction allocates wasm objects each time, which
+ * dominated run-pre matching). The result equals `decode(bytes.subarray(offset, offset + 15),
+ * BigInt(offset))[0]` with offset and target moved to the whole buffer. Call free() when done.
+ */
+export class DecodeCursor {
+  private readonly dec: InstanceType<typeof iced.Decoder>;
+  private readonly insn: InstanceType<typeof iced.Instruction>;
+
+  constructor(private readonly bytes: Uint8Array) {
+    this.dec = new iced.Decoder(64, bytes, iced.DecoderOptions.None);
+    this.insn = new iced.Instruction();
+  }
+
+  /** at decodes the instruction at offset (branch targets as offsets of the buffer), if any. */
+  at(offset: number): Insn | undefined {
+    if (offset < 0 || offset >= this.bytes.length) return undefined;
+    const { dec, insn } = this;
+    dec.position = offset;
+    dec.ip = BigInt(offset);
+    dec.decodeOut(insn);
+    let branch: BranchKind = "none";
+    if (insn.isJmpShortOrNear) branch = "jmp";
+    else if (insn.isJccShortOrNear) branch = "jcc";
+    else if (insn.isCallNear) branch = "call";
+    else if (insn.isLoop || insn.isLoopcc || insn.isJcxShort) branch = "other";
+    return {
+      offset,
+      length: insn.length,
+      mnemonic: insn.mnemonic,
+      cc: branch === "jcc" ? insn.conditionCode : 0,
+      branch,
+      target: branch === "none" ? undefined : BigInt.asIntN(64, insn.nearBranchTarget),
+      invalid: insn.code === iced.Code.INVALID,
+    };
+  }
+
+  free(): void {
+    this.insn.free();
+    this.dec.free();
+  }
+}
+
 /** format disassembles the instruction at `offset` of bytes (AT&T syntax, as objdump prints). */
 export function format(bytes: Uint8Array, offset: number, ip = 0n): string {
   const slice = bytes.subarray(offset, Math.min(bytes.length, offset + 15));

@@ -48,6 +48,7 @@ export const applyCommand: Command = {
             targets: res.targets,
             skipped: res.skipped,
             loadedCore: res.loadedCore,
+            timings: res.timings,
           },
           null,
           2,
