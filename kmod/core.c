@@ -43,14 +43,6 @@
  * aborts with "code_busy" naming the tasks. Code is written through a vmap() alias of its pages,
  * since kernel and module text are mapped read-only and text_poke() is not exported.
  *
- * The pause does not grow with the number of tasks: every stack is walked once before
- * stop_machine, with a sched_switch probe recording every task switched in from before that
- * walk until the pause; inside, only the recorded tasks and those the walk could not clear are
- * walked again. A task in neither has not run since its stack was found clear, so it cannot
- * have a return address into the code (the full argument is at precheck()). Should the probe
- * be missing or its sets overflow, every task is checked inside, skipping unwinds for tasks
- * whose context-switch count has not moved.
- *
  * One mutex (ks_mutex) covers every update, the list of known update modules and last_error.
  * Shadow data (shadow.c) has its own lock; its accounting is the root's "shadows" file.
  */
@@ -58,7 +50,6 @@
 
 #include <linux/bsearch.h>
 #include <linux/ctype.h>
-#include <linux/hash.h>
 #include <linux/kallsyms.h>
 #include <linux/delay.h>
 #include <linux/kernel.h>
@@ -74,7 +65,6 @@
 #include <linux/string.h>
 #include <linux/sysfs.h>
 #include <linux/timekeeping.h>
-#include <linux/tracepoint.h>
 #include <linux/umh.h>
 #include <linux/vmalloc.h>
 #include <asm/sync_core.h>
@@ -1056,23 +1046,6 @@ struct ks_seen {
 	unsigned long switches;
 };
 
-/* The code a run checks stacks against: [start, end), sorted, not overlapping. */
-struct ks_range {
-	unsigned long start, end;
-};
-
-/*
- * The tasks switched in on one CPU since tracking began (sched_switch), each held by a
- * reference: an open-addressing set of task pointers, written only by that CPU's scheduler.
- */
-#define RAN_BITS 11
-#define RAN_SLOTS (1U << RAN_BITS)
-struct ks_ran {
-	unsigned int n;
-	bool full;			/* more tasks ran than it holds: check every task */
-	struct task_struct *slot[RAN_SLOTS];
-};
-
 struct ks_run {
 	struct ks_update *u;
 	bool undo;
@@ -1084,113 +1057,13 @@ struct ks_run {
 	unsigned int nranges;
 	struct ks_seen *seen;		/* sorted by task pointer */
 	unsigned int nseen;
-	struct ks_ran **ran;		/* per possible CPU, while tracking; NULL: not tracking */
-	struct task_struct **unclear;	/* tasks the precheck could not clear, held */
-	unsigned int nunclear;
-	bool unclear_full;
 	unsigned int checked;		/* tasks unwound inside stop_machine */
 };
 
-/* sched_switch, found at load; NULL: every task is checked inside stop_machine. */
-static struct tracepoint *switch_tp;
-
-static void find_switch_tp(struct tracepoint *tp, void *priv)
-{
-	if (!strcmp(tp->name, "sched_switch"))
-		*(struct tracepoint **)priv = tp;
-}
-
-/* on_switch records next in this CPU's set (the scheduler calls it with IRQs off). */
-static void on_switch(void *data, bool preempt, struct task_struct *prev, struct task_struct *next,
-		      unsigned int prev_state)
-{
-	struct ks_ran *s = ((struct ks_ran **)data)[smp_processor_id()];
-	unsigned int h;
-
-	if (s->full)
-		return;
-	for (h = hash_ptr(next, RAN_BITS); s->slot[h]; h = (h + 1) & (RAN_SLOTS - 1))
-		if (s->slot[h] == next)
-			return;
-	if (s->n >= RAN_SLOTS / 2) {
-		s->full = true;
-		return;
-	}
-	get_task_struct(next);
-	s->slot[h] = next;
-	s->n++;
-}
-
-static void stop_tracking(struct ks_run *r)
-{
-	unsigned int cpu, i;
-
-	if (r->ran) {
-		tracepoint_probe_unregister(switch_tp, on_switch, r->ran);
-		/* sched_switch probes run with preemption off: one (expedited) grace period. */
-		synchronize_rcu_expedited();
-		for_each_possible_cpu(cpu) {
-			struct ks_ran *s = r->ran[cpu];
-
-			for (i = 0; s && i < RAN_SLOTS; i++)
-				if (s->slot[i])
-					put_task_struct(s->slot[i]);
-			kvfree(s);
-		}
-		kfree(r->ran);
-		r->ran = NULL;
-	}
-	for (i = 0; i < r->nunclear; i++)
-		put_task_struct(r->unclear[i]);
-	kvfree(r->unclear);
-	r->unclear = NULL;
-	r->nunclear = 0;
-	r->unclear_full = false;
-}
-
-/*
- * start_tracking records, from now until stop_tracking, every task switched in on any CPU.
- * After the grace period no CPU can still be in a sched_switch that started before the probe
- * was there, so a task missing from the sets has not run since this returned.
- */
-static void start_tracking(struct ks_run *r)
-{
-	unsigned int cpu;
-
-	if (!switch_tp)
-		return;
-	r->ran = kcalloc(nr_cpu_ids, sizeof(*r->ran), GFP_KERNEL);
-	if (!r->ran)
-		return;
-	for_each_possible_cpu(cpu) {
-		r->ran[cpu] = kvzalloc(sizeof(struct ks_ran), GFP_KERNEL);
-		if (!r->ran[cpu])
-			goto fail;
-	}
-	if (tracepoint_probe_register(switch_tp, on_switch, r->ran))
-		goto fail;
-	/* Expedited: an apply is waited for, and several attempts may each start tracking. */
-	synchronize_rcu_expedited();
-	return;
-fail:
-	for_each_possible_cpu(cpu)
-		kvfree(r->ran[cpu]);
-	kfree(r->ran);
-	r->ran = NULL;
-}
-
-/* tracked says whether the sets and the unclear list are complete (none overflowed). */
-static bool tracked(struct ks_run *r)
-{
-	unsigned int cpu;
-
-	if (!r->ran || !r->unclear || r->unclear_full)
-		return false;
-	for_each_possible_cpu(cpu)
-		if (r->ran[cpu]->full)
-			return false;
-	return true;
-}
+/* The code a run checks stacks against: [start, end), sorted, not overlapping. */
+struct ks_range {
+	unsigned long start, end;
+};
 
 static int cmp_range(const void *a, const void *b)
 {
@@ -1309,24 +1182,12 @@ static int cmp_seen(const void *a, const void *b)
 }
 
 /*
- * precheck runs before stop_machine, with the machine running, and unwinds every task once.
- * Inside stop_machine, splice() then unwinds only the tasks that may have changed since:
- *
- *  - tracked (the usual case): start_tracking() registered a sched_switch probe and waited a
- *    grace period before this walk, so every task switched in since is in the per-CPU sets.
- *    A task this walk found clear while it was off the CPU, and that is in no set, has not run
- *    since: its stack is the one checked. So splice() unwinds the sets and the tasks this walk
- *    could not clear (running, current, or with a return address in the code: `unclear`,
- *    held by reference), and nothing else: the pause depends on the tasks that ran, not on
- *    how many exist. A task created after the walk that has not run has a fresh stack (its
- *    first frame is ret_from_fork) with no return address into the code; once it runs, it is
- *    in a set.
- *  - untracked (no probe, memory short, a set or the list overflowed): every task is walked
- *    inside, but one whose context-switch count has not moved since this walk (`seen`) is
- *    skipped without unwinding.
- *
- * Task stacks are freed after an RCU grace period (VMAP_STACK), so unwinding a sleeping task
- * under rcu_read_lock() reads mapped memory, whatever the task does meanwhile.
+ * precheck runs before stop_machine and remembers the sleeping tasks whose stacks are clear,
+ * with their context-switch counts. A task not switched since then has not run, so its stack
+ * is the one checked, and splice() need not unwind it again with the machine stopped: the pause
+ * grows with the tasks that ran, not with all tasks. Task stacks are freed after an RCU grace
+ * period (VMAP_STACK), so unwinding a sleeping task under rcu_read_lock() reads mapped memory;
+ * a task that wakes meanwhile has its count changed and is checked again inside.
  */
 static void precheck(struct ks_run *r)
 {
@@ -1342,51 +1203,30 @@ static void precheck(struct ks_run *r)
 		cap++;
 	rcu_read_unlock();
 	r->seen = kvmalloc_array(cap, sizeof(*r->seen), GFP_KERNEL);
-	r->unclear = kvmalloc_array(cap, sizeof(*r->unclear), GFP_KERNEL);
-	if (!r->seen || !r->unclear) {
-		kvfree(r->seen);
-		kvfree(r->unclear);
-		r->seen = NULL;
-		r->unclear = NULL;
+	if (!r->seen)
 		return;		/* splice() then checks every task */
-	}
 	rcu_read_lock();
 	for_each_process_thread(g, t) {
-		if (n == cap || r->nunclear == cap) {
-			r->unclear_full = true;
+		if (n == cap)
 			break;
-		}
-		if (t != current && !READ_ONCE(t->on_cpu)) {
-			switches = task_switches(t);
-			smp_rmb();	/* the count before the stack it describes */
-			if (!READ_ONCE(t->on_cpu) && !task_hit(r, t)) {
-				r->seen[n++] = (struct ks_seen){
-					.t = t, .start_time = t->start_time, .switches = switches };
-				continue;
-			}
-		}
-		get_task_struct(t);
-		r->unclear[r->nunclear++] = t;
+		if (t == current || READ_ONCE(t->on_cpu))
+			continue;
+		switches = task_switches(t);
+		smp_rmb();	/* the count before the stack it describes */
+		if (READ_ONCE(t->on_cpu) || task_hit(r, t))
+			continue;
+		r->seen[n++] = (struct ks_seen){ .t = t, .start_time = t->start_time, .switches = switches };
 	}
 	rcu_read_unlock();
 	sort(r->seen, n, sizeof(*r->seen), cmp_seen, NULL);
 	r->nseen = n;
 }
 
-/* unwind_task, inside stop_machine: notes t as a conflict when its stack is in the code. */
-static void unwind_task(struct ks_run *r, struct task_struct *t)
-{
-	unsigned long addr = task_hit(r, t);
-
-	r->checked++;
-	if (addr)
-		note_conflict(r, t, addr);
-}
-
 /* check_task, inside stop_machine: notes t as a conflict unless its stack is known clear. */
 static void check_task(struct ks_run *r, struct task_struct *t)
 {
 	struct ks_seen key = { .t = t }, *seen;
+	unsigned long addr;
 
 	/* Other CPUs run their stopper threads, spinning; nothing else is on a CPU. */
 	if (t != current && READ_ONCE(t->on_cpu))
@@ -1394,27 +1234,10 @@ static void check_task(struct ks_run *r, struct task_struct *t)
 	seen = r->nseen ? bsearch(&key, r->seen, r->nseen, sizeof(key), cmp_seen) : NULL;
 	if (seen && seen->start_time == t->start_time && seen->switches == task_switches(t))
 		return;
-	unwind_task(r, t);
-}
-
-/* check_tracked, inside stop_machine: unwinds the tasks that ran or were unclear (precheck). */
-static void check_tracked(struct ks_run *r)
-{
-	unsigned int cpu, i;
-
-	for (i = 0; i < r->nunclear; i++)
-		if (r->unclear[i] == current || !READ_ONCE(r->unclear[i]->on_cpu))
-			unwind_task(r, r->unclear[i]);
-	for_each_possible_cpu(cpu) {
-		struct ks_ran *s = r->ran[cpu];
-
-		for (i = 0; s->n && i < RAN_SLOTS; i++) {
-			struct task_struct *t = s->slot[i];
-
-			if (t && (t == current || !READ_ONCE(t->on_cpu)))
-				unwind_task(r, t);
-		}
-	}
+	r->checked++;
+	addr = task_hit(r, t);
+	if (addr)
+		note_conflict(r, t, addr);
 }
 
 static bool call_int_hooks(struct ks_update *u, enum hook_kind k)
@@ -1455,14 +1278,10 @@ static int splice(void *data)
 	u->conflicts_len = 0;
 	u->conflicts[0] = '\0';
 	r->checked = 0;
-	if (tracked(r)) {
-		check_tracked(r);
-	} else {
-		rcu_read_lock();
-		for_each_process_thread(g, t)
-			check_task(r, t);
-		rcu_read_unlock();
-	}
+	rcu_read_lock();
+	for_each_process_thread(g, t)
+		check_task(r, t);
+	rcu_read_unlock();
 	if (r->busy)
 		return 0;
 	if (hooks && !call_int_hooks(u, r->undo ? CHECK_REVERSE : CHECK_APPLY)) {
@@ -1554,13 +1373,11 @@ static int run_splice(struct ks_run *r, u64 *pause)
 	for (;;) {
 		r->busy = false;
 		u->tries++;
-		start_tracking(r);
 		precheck(r);
 		t0 = ktime_get();
 		stop_machine(splice, r, NULL);
 		*pause = ktime_to_ns(ktime_sub(ktime_get(), t0));
 		u->stack_checks = r->checked;
-		stop_tracking(r);
 		if (r->cause || !r->busy || u->tries >= tries)
 			break;
 		msleep_interruptible(retry_interval_ms);
@@ -2007,9 +1824,6 @@ static int __init ksplice_init(void)
 	ret = register_module_notifier(&module_nb);
 	if (ret)
 		goto put;
-	for_each_kernel_tracepoint(find_switch_tp, &switch_tp);
-	if (!switch_tp)
-		pr_warn("no sched_switch tracepoint: every task's stack is checked inside stop_machine\n");
 	return 0;
 put:
 	kobject_put(ks_root);
