@@ -88,6 +88,14 @@ function installExitHook(): void {
   process.on("exit", () => {
     for (const vm of live) vm.killNow();
   });
+  // `exit` does not run when a signal ends the process (kill, a benchmark stopped by hand): a
+  // wedged guest's agent cannot power it off, so qemu would run on.
+  for (const sig of ["SIGTERM", "SIGHUP"] as const)
+    if (process.listenerCount(sig) === 0)
+      process.once(sig, () => {
+        for (const vm of live) vm.killNow();
+        process.exit(128 + (sig === "SIGTERM" ? 15 : 1));
+      });
 }
 
 /** LabVM is one running guest. Create it with LabVM.boot(). */
