@@ -6,6 +6,8 @@
 // (real.ts). It reads and changes the machine only through src/uptrack (the client's verbs and
 // state) and src/kernel (what is applied, as `ksplice view` shows); it must not import
 // src/cli, src/lab, src/update or src/stream's publishing side, and it adds no kernel logic.
+
+export { availableMessage, planMessage } from "../uptrack/plan.js";
 export {
   type AppliedView,
   type AvailableView,
@@ -17,5 +19,5 @@ export {
   problemOf,
 } from "./backend.js";
 export { PAGE_CSS, PAGE_JS, pageHtml } from "./page.js";
-export { availableMessage, planMessage, realBackend } from "./real.js";
+export { realBackend } from "./real.js";
 export { isLoopback, type Manager, type ManagerOptions, startManager } from "./server.js";

@@ -9,7 +9,7 @@ import { targetsOf, VMLINUX } from "../kernel/core.js";
 import type { KernelIndex } from "../stream/index.js";
 import { type ClientPaths, clientPaths } from "../uptrack/config.js";
 import { install, remove, show, uname, upgrade } from "../uptrack/index.js";
-import type { Step } from "../uptrack/plan.js";
+import { availableMessage, planMessage } from "../uptrack/plan.js";
 import { readStatus } from "../uptrack/state.js";
 import {
   type AppliedView,
@@ -22,30 +22,6 @@ import {
 
 /** LOG_LINES is how much of the client's log the page shows. */
 const LOG_LINES = 40;
-
-/** planMessage is what `ksplice upgrade|install|remove` print when they finish (cli/commands/uptrack.ts). */
-export function planMessage(steps: Step[], done = true): string {
-  if (!steps.length) return "Nothing to be done.";
-  const verb = (s: Step) =>
-    s.action === "install" ? (done ? "Installed" : "Install") : done ? "Removed" : "Remove";
-  return steps.map((s) => `${verb(s)} [${s.id}]`).join("\n");
-}
-
-/** availableMessage is the part of `ksplice show --available` that lists what is available. */
-export function availableMessage(available: UpdateLike[], supported: boolean): string {
-  const lines = ["Available updates:"];
-  if (!supported) lines.push("None: the stream has no updates for this kernel");
-  else if (!available.length) lines.push("None");
-  for (const u of available)
-    lines.push(`[${u.id}] ${u.name}${u.cves.length ? ` (${u.cves.join(", ")})` : ""}`);
-  return lines.join("\n");
-}
-
-interface UpdateLike {
-  id: string;
-  name: string;
-  cves: string[];
-}
 
 /** tail returns the last n lines of a file (none when it cannot be read). */
 function tail(file: string, n: number): string[] {

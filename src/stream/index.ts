@@ -188,6 +188,16 @@ export async function addUpdate(
   }
 }
 
+/** findUpdate returns the stream's update id, or refuses with not_in_stream. */
+function findUpdate(all: StreamUpdate[], id: string): StreamUpdate {
+  const u = all.find((x) => x.id === id);
+  if (!u)
+    throw new UserError(`the stream has no update ${id} (ksplice stream ls lists them)`, {
+      code: "not_in_stream",
+    });
+  return u;
+}
+
 /** removeUpdate withdraws an update (refused while another stacks on it). */
 export function removeUpdate(
   dir: string,
@@ -197,11 +207,7 @@ export function removeUpdate(
 ): StreamUpdate {
   const repo = Repository.open(dir);
   const all = updatesOf(repo);
-  const u = all.find((x) => x.id === id);
-  if (!u)
-    throw new UserError(`the stream has no update ${id} (ksplice stream ls lists them)`, {
-      code: "not_in_stream",
-    });
+  const u = findUpdate(all, id);
   const above = all.filter((x) => x.stacksOn.includes(id));
   if (above.length)
     throw new UserError(`update(s) ${above.map((x) => x.id).join(", ")} stack on ${id}: remove them first`, {
@@ -223,11 +229,7 @@ export function promote(
 ): StreamUpdate {
   const repo = Repository.open(dir);
   const all = updatesOf(repo);
-  const u = all.find((x) => x.id === id);
-  if (!u)
-    throw new UserError(`the stream has no update ${id} (ksplice stream ls lists them)`, {
-      code: "not_in_stream",
-    });
+  const u = findUpdate(all, id);
   const missing = u.stacksOn.filter((b) => {
     const base = all.find((x) => x.id === b);
     return !base || !inChannel(base, to);

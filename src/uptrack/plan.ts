@@ -78,3 +78,24 @@ export function planRemove(installed: Entry[], ids: string[] | "all"): Step[] {
     .reverse()
     .map((e) => ({ action: "remove", id: e.id }));
 }
+
+/** planMessage is what upgrade, install and remove print (the CLI and the manager page). */
+export function planMessage(steps: Step[], done = true): string {
+  if (!steps.length) return "Nothing to be done.";
+  const verb = (s: Step) =>
+    s.action === "install" ? (done ? "Installed" : "Install") : done ? "Removed" : "Remove";
+  return steps.map((s) => `${verb(s)} [${s.id}]`).join("\n");
+}
+
+/** availableMessage is the part of `show --available` that lists what the stream offers. */
+export function availableMessage(
+  available: Array<{ id: string; name: string; cves: string[] }>,
+  supported: boolean,
+): string {
+  const lines = ["Available updates:"];
+  if (!supported) lines.push("None: the stream has no updates for this kernel");
+  else if (!available.length) lines.push("None");
+  for (const u of available)
+    lines.push(`[${u.id}] ${u.name}${u.cves.length ? ` (${u.cves.join(", ")})` : ""}`);
+  return lines.join("\n");
+}

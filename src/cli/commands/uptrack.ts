@@ -5,7 +5,7 @@ import { createInterface } from "node:readline/promises";
 import { parseArgs } from "node:util";
 import { UsageError } from "../../errors.js";
 import { boot, install, remove, type ShowResult, show, uname, upgrade } from "../../uptrack/index.js";
-import type { Step } from "../../uptrack/plan.js";
+import { availableMessage, planMessage, type Step } from "../../uptrack/plan.js";
 import { type Command, type Context, println, progress } from "../context.js";
 
 const CONFIG_HELP = `The stream is set in /etc/ksplice/uptrack.conf ([Network] update_repo_url, https_proxy;
@@ -15,13 +15,7 @@ const CONFIG_HELP = `The stream is set in /etc/ksplice/uptrack.conf ([Network] u
 const helperOf = (ctx: Context) => (ctx.self ? [...ctx.self, "module-coming"] : undefined);
 
 function printPlan(ctx: Context, steps: Step[], done: boolean): void {
-  if (!steps.length) {
-    println(ctx.stdout, "Nothing to be done.");
-    return;
-  }
-  const verb = (s: Step) =>
-    s.action === "install" ? (done ? "Installed" : "Install") : done ? "Removed" : "Remove";
-  for (const s of steps) println(ctx.stdout, `${verb(s)} [${s.id}]`);
+  println(ctx.stdout, planMessage(steps, done));
 }
 
 /** `upgrade [-y|-n]`: install every update of the stream for this kernel. */
@@ -189,12 +183,7 @@ Lists the updates installed from the stream, with their CVEs, and the effective 
         println(ctx.stdout, `[${u.id}] ${u.name}${u.cves.length ? ` (${u.cves.join(", ")})` : ""}`);
       if (r.others.length) println(ctx.stdout, `Also applied, not from the stream: ${r.others.join(", ")}`);
       if (r.available) {
-        println(ctx.stdout, "\nAvailable updates:");
-        if (r.state === "unsupported_kernel")
-          println(ctx.stdout, "None: the stream has no updates for this kernel");
-        else if (!r.available.length) println(ctx.stdout, "None");
-        for (const u of r.available)
-          println(ctx.stdout, `[${u.id}] ${u.name}${u.cves.length ? ` (${u.cves.join(", ")})` : ""}`);
+        println(ctx.stdout, `\n${availableMessage(r.available, r.state !== "unsupported_kernel")}`);
       }
       println(ctx.stdout, `\nEffective kernel version is ${r.effective}`);
     }
