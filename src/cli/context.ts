@@ -27,7 +27,6 @@ export function progress(ctx: Context, prefix: string): (line: string) => void {
 /** Command is one verb: it parses its own arguments and returns an exit code. */
 export interface Command {
   name: string;
-  summary: string;
   usage: string;
   run(args: string[], ctx: Context): Promise<number>;
 }

@@ -4,15 +4,13 @@
 // errors into exit codes (0 ok, 1 failure, 2 usage). Domain logic lives below src/cli.
 import { basename } from "node:path";
 import { UserError } from "../errors.js";
-import { COMMANDS } from "./commands.js";
+import { VERBS } from "./commands.js";
 import { type Context, println } from "./context.js";
 import { EXIT_FAILURE, EXIT_USAGE, exitCodeOf } from "./errors.js";
 
-const commands = COMMANDS;
-
 function help(ctx: Context): void {
   println(ctx.stdout, "usage: ksplice <command> [options]\n\ncommands:");
-  for (const c of commands) println(ctx.stdout, `  ${c.name.padEnd(10)} ${c.summary}`);
+  for (const c of VERBS) println(ctx.stdout, `  ${c.name.padEnd(10)} ${c.summary}`);
   println(ctx.stdout, "\nRun 'ksplice <command> --help' for a command's options.");
 }
 
@@ -25,11 +23,12 @@ export async function main(argv: string[], ctx: Context, argv0 = "ksplice"): Pro
     help(ctx);
     return verb ? 0 : EXIT_USAGE;
   }
-  const cmd = commands.find((c) => c.name === verb);
-  if (!cmd) {
+  const found = VERBS.find((c) => c.name === verb);
+  if (!found) {
     println(ctx.stderr, `ksplice: unknown command '${verb}' (try 'ksplice --help')`);
     return EXIT_USAGE;
   }
+  const cmd = await found.load();
   if (rest.includes("--help") || rest.includes("-h")) {
     println(ctx.stdout, cmd.usage);
     return 0;

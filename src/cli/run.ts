@@ -11,6 +11,10 @@ process.on("SIGINT", () => {
   controller.abort(new Error("interrupted"));
 });
 process.on("SIGTERM", () => controller.abort(new Error("terminated")));
+// `ksplice view | head`: a reader that went away is not an error of ours.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code !== "EPIPE") throw e;
+});
 
 const code = await main(
   process.argv.slice(2),

@@ -18,7 +18,6 @@ the same proof (ksplice view says whether each part is live, pending or failed).
 /** The `apply` verb. */
 export const applyCommand: Command = {
   name: "apply",
-  summary: "apply an update to the running kernel",
   usage,
   async run(args, ctx) {
     const { values, positionals } = parseArgs({

@@ -18,7 +18,6 @@ const DEADLINE_MS = 120_000;
 /** The `module-coming` verb. */
 export const comingCommand: Command = {
   name: "module-coming",
-  summary: "(run by the core) patch a module that is loading",
   usage,
   async run(args, ctx) {
     const { values, positionals } = parseArgs({

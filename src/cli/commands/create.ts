@@ -19,7 +19,6 @@ The last line of standard output is the package's path.`;
 /** The `create` verb. */
 export const createCommand: Command = {
   name: "create",
-  summary: "build a rebootless update from a kernel source patch",
   usage,
   async run(args, ctx) {
     const { values, positionals } = parseArgs({

@@ -33,7 +33,6 @@ function load(ctx: Context, path: string): ElfFile {
 /** The `diff` verb. */
 export const diffCommand: Command = {
   name: "diff",
-  summary: "compare two builds of one object file, function by function",
   usage,
   async run(args, ctx) {
     const { values, positionals } = parseArgs({

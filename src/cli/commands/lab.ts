@@ -150,7 +150,6 @@ const signalNumbers: Record<string, number> = {
 /** The `lab` verb. */
 export const labCommand: Command = {
   name: "lab",
-  summary: "prepare and boot the QEMU lab on Debian's cloud kernel",
   usage,
   async run(args, ctx) {
     const [sub, ...rest] = args;

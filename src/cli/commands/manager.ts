@@ -25,7 +25,6 @@ ssh -L ${DEFAULT_PORT}:127.0.0.1:${DEFAULT_PORT} HOST). Another --host is refuse
 /** The `manager` verb. */
 export const managerCommand: Command = {
   name: "manager",
-  summary: "serve the manager page: what is applied and available, with install and remove buttons",
   usage,
   async run(args, ctx) {
     const { values, positionals } = parseArgs({

@@ -75,7 +75,6 @@ function describe(u: StreamUpdate): string {
 /** The `stream` verb. */
 export const streamCommand: Command = {
   name: "stream",
-  summary: "publish updates as a signed stream (init, add, remove, promote, resign, ls, serve)",
   usage,
   async run(args, ctx) {
     const { values, positionals } = parseArgs({ args, options: OPTIONS, allowPositionals: true });

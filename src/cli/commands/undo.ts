@@ -12,7 +12,6 @@ of it must be undone first.`;
 /** The `undo` verb. */
 export const undoCommand: Command = {
   name: "undo",
-  summary: "reverse an applied update",
   usage,
   async run(args, ctx) {
     const { values, positionals } = parseArgs({

@@ -21,7 +21,6 @@ function printPlan(ctx: Context, steps: Step[], done: boolean): void {
 /** `upgrade [-y|-n]`: install every update of the stream for this kernel. */
 export const upgradeCommand: Command = {
   name: "upgrade",
-  summary: "install every update of the stream for the running kernel (uptrack-upgrade)",
   usage: `usage: ksplice upgrade [-y | -n | --auto] [--json]   (also uptrack-upgrade)
 
 Checks the stream, then installs every update for the running kernel that is not applied, in
@@ -73,7 +72,6 @@ ${CONFIG_HELP}`,
 /** `install ID...`. */
 export const installCommand: Command = {
   name: "install",
-  summary: "install updates of the stream, and what they stack on (uptrack-install)",
   usage: `usage: ksplice install ID... [-n] [--json]   (also uptrack-install)
 
 Installs the given updates of the stream, and the ones they stack on first. -n only says what
@@ -104,7 +102,6 @@ would be installed. ${CONFIG_HELP}`,
 /** `remove ID...|--all`. */
 export const removeCommand: Command = {
   name: "remove",
-  summary: "remove installed updates, and what stacks on them (uptrack-remove)",
   usage: `usage: ksplice remove ID... | --all [-n] [--json]   (also uptrack-remove)
 
 Removes the given updates installed from the stream (or all of them), and first every update
@@ -160,7 +157,6 @@ function showJson(r: ShowResult) {
 /** `show [--available] [--json] [--check]`. */
 export const showCommand: Command = {
   name: "show",
-  summary: "list installed (and available) updates with their CVEs (uptrack-show)",
   usage: `usage: ksplice show [--available] [--json] [--check]   (also uptrack-show)
 
 Lists the updates installed from the stream, with their CVEs, and the effective kernel version.
@@ -195,7 +191,6 @@ Lists the updates installed from the stream, with their CVEs, and the effective 
 /** `uname [-r|-a]`. */
 export const unameCommand: Command = {
   name: "uname",
-  summary: "print the effective kernel version (uptrack-uname)",
   usage: `usage: ksplice uname [-r | -a]   (also uptrack-uname)
 
 Prints the kernel's effective version: the version its installed updates make it as good as
@@ -218,7 +213,6 @@ Prints the kernel's effective version: the version its installed updates make it
 /** `boot`: the boot-time re-apply (ksplice.service). */
 export const bootCommand: Command = {
   name: "boot",
-  summary: "re-apply installed updates at boot from the verified cache (ksplice.service)",
   usage: `usage: ksplice boot [--json]
 
 Run by ksplice.service early at boot, before the network: re-applies the updates installed

@@ -49,7 +49,6 @@ const SCHEMA = 2;
 /** The `view` verb. */
 export const viewCommand: Command = {
   name: "view",
-  summary: "list the updates applied to the running kernel",
   usage,
   async run(args, ctx) {
     const { values, positionals } = parseArgs({
