@@ -14,7 +14,7 @@
 // fixes apart.
 //
 //   npm run bench:coverage -- [--sample N] [--subsystem PREFIX]... [--file PATH]... [--no-lab]
-//                             [--only builtin|modules] [--batch N] [--json FILE] [--jobs N]
+//                             [--only builtin|modules] [--batch N] [--json FILE] [--jobs N] [--lab-jobs N]
 //                             [--load-modules first|later]
 // With --load-modules later, a module fix is applied while its module is not loaded (pending),
 // then the module is loaded and its part must be live before undo: the path of modules loaded
@@ -32,7 +32,7 @@ import { createUpdate } from "../src/update/create.js";
 import { max, median, noteOtherGuests, secs, table } from "./common.js";
 
 const usage = `usage: npm run bench:coverage -- [--sample N] [--subsystem DIR]... [--file PATH]...
-       [--only builtin|modules] [--load-modules first|later] [--no-lab] [--batch N] [--jobs N]
+       [--only builtin|modules] [--load-modules first|later] [--no-lab] [--batch N] [--jobs N] [--lab-jobs N]
        [--json FILE] [--version DEBIAN-VERSION]`;
 
 function parseOptions() {
@@ -52,6 +52,7 @@ const OPTIONS = {
   batch: { type: "string", default: "20" },
   json: { type: "string" },
   jobs: { type: "string", default: "1" },
+  "lab-jobs": { type: "string", default: "1" },
   version: { type: "string" },
   only: { type: "string" },
   "load-modules": { type: "string", default: "first" },
@@ -158,9 +159,16 @@ try {
   // --- apply, check, undo, check: in the lab, a batch per boot ---
   const ready = rows.filter((r) => r.create.result === "ok");
   if (!args["no-lab"] && ready.length) {
+    // Batches run in --lab-jobs guests at once: a guest mostly runs one single-threaded `ksplice`.
     const size = Math.max(1, Number(args.batch));
-    for (let b = 0; b < ready.length && !stop.signal.aborted; b += size)
-      await labBatch(ready.slice(b, b + size), b, ready.length);
+    let b = 0;
+    const guest = async () => {
+      for (let at = b; at < ready.length && !stop.signal.aborted; at = b) {
+        b += size;
+        await labBatch(ready.slice(at, at + size), at, ready.length);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Number(args["lab-jobs"])) }, guest));
   }
   for (const r of rows) decide(r);
 } finally {

@@ -7,7 +7,9 @@
 //     new function, and its callers are replaced instead: their post code calls the copy;
 //   - a function the copied code calls that the running kernel lacks is copied too (unchanged);
 //   - read-only data likewise; writable data the running kernel lacks cannot be copied (there
-//     would be two of it) and is refused.
+//     would be two of it) and is refused, unless it has no bytes: a zero-size object (a lockdep
+//     `__key` when lockdep is off) has no state to share, and the plain build cannot be asked
+//     which it is, since all of them sit at one offset and its relocations name only that.
 import type { Pairing, Unit } from "../diff/index.js";
 import { SHF } from "../elf/constants.js";
 import type { ObjectPlan } from "./classify.js";
@@ -68,7 +70,7 @@ export function alignToPlain(plan: ObjectPlan, plain: Pairing): Aligned {
         const tpre = prefsOf(t);
         if (!tpre || running(tpre)) continue;
         if (t.kind === "func") added.add(t);
-        else if ((t.section.flags & BigInt(SHF.WRITE)) === 0n) addedData.add(t);
+        else if ((t.section.flags & BigInt(SHF.WRITE)) === 0n || t.size === 0) addedData.add(t);
         else {
           refused.add(t);
           refusals.push({
@@ -79,7 +81,9 @@ export function alignToPlain(plan: ObjectPlan, plain: Pairing): Aligned {
           continue;
         }
         notes.push(
-          `${t.name}, which the new code uses, is inlined or folded away in the running kernel: copied`,
+          t.kind === "data" && t.size === 0
+            ? `${t.name}, which the new code uses, has no bytes (no state to share) and the running kernel's build cannot tell it from its neighbours: copied`
+            : `${t.name}, which the new code uses, is inlined or folded away in the running kernel: copied`,
         );
         again = true;
       }

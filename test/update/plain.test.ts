@@ -57,3 +57,34 @@ test("an unchanged function the new code calls, inlined in the running kernel, i
   );
   assert.match(a.notes.join("\n"), /helper, which the new code uses, is inlined or folded away/);
 });
+
+// Two lockdep-style keys (empty structs, as `struct lock_class_key` is with lockdep off): the
+// plain build, without -fdata-sections, puts both at one .bss offset, and relocations name that
+// offset only, so it cannot say which key is which.
+const KEYS = `
+struct key {};
+extern void use(void *, int);
+int call_a(int x) { static struct key __key; use(&__key, x); return x + 2; }
+int call_b(int x) { static struct key __key; use(&__key, x); return x + 3; }
+`;
+
+test("a zero-size object the new code uses, which the running build cannot tell apart, is copied", () => {
+  const dir = tempDir();
+  const load = (p: string) => ElfFile.parse(readFileSync(p), p);
+  const plainFlags = FIXTURE_CFLAGS.filter((f) => f !== "-fdata-sections");
+  const plain = load(compileC(dir, "plain", KEYS, plainFlags));
+  const pre = load(compileC(dir, "pre", KEYS, FIXTURE_CFLAGS));
+  const post = load(compileC(dir, "post", KEYS.replace("x + 2", "x + 5"), FIXTURE_CFLAGS));
+  const plan = classify("kernel/demo.o", diffObjects(pre, post));
+  const a = alignToPlain(plan, correlate(new ObjectUnits(plain), plan.diff.pre));
+  assert.deepEqual(a.refusals, []);
+  assert.deepEqual(
+    a.replaced.map((r) => r.post.name),
+    ["call_a"],
+  );
+  assert.deepEqual(
+    a.addedData.map((u) => [u.name.replace(/\.\d+$/, ""), u.size]),
+    [["__key", 0]],
+  );
+  assert.match(a.notes.join("\n"), /__key\.\d+, which the new code uses, has no bytes/);
+});
