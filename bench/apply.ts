@@ -117,9 +117,20 @@ try {
       // Room for 10,000 threads (the default limit follows the guest's memory).
       await sh(vm, "echo 40000 > /proc/sys/kernel/threads-max");
       for (const u of updates) for (const m of u.modules) await sh(vm, `modprobe ${m}`);
-      /** The unwound-inside count of the last run, when the core reports it. */
-      const unwound = async (id: string) =>
-        Number((await sh(vm, `cat /sys/kernel/ksplice/${id}/stack_checks 2>/dev/null || echo -1`)).trim());
+      /** Tasks unwound inside the last pause, and the ns that took, when the core reports them. */
+      const unwound = async (id: string) => {
+        const dir = `/sys/kernel/ksplice/${id}`;
+        const [n, ns] = (
+          await sh(
+            vm,
+            `cat ${dir}/stack_checks 2>/dev/null || echo -1; cat ${dir}/stack_check_ns 2>/dev/null || echo -1`,
+          )
+        )
+          .trim()
+          .split("\n")
+          .map(Number);
+        return { n, ns };
+      };
       const timings: Record<string, number[]> = {};
       const cycle = async (id: string, pkgPath: string) => {
         const a = JSON.parse(await sh(vm, `ksplice apply --json ${pkgPath}`));
@@ -129,7 +140,12 @@ try {
           const key = `${id} ${k}`;
           timings[key] = [...(timings[key] ?? []), v];
         }
-        return { apply: a.pauseNs as number, undo: d.pauseNs as number, checked: checkedA };
+        return {
+          apply: a.pauseNs as number,
+          undo: d.pauseNs as number,
+          checked: checkedA.n,
+          checkNs: checkedA.ns,
+        };
       };
       const apply = async () => JSON.parse(await sh(vm, `ksplice apply --json ${pkg}`)).pauseNs as number;
       const undo = async () => JSON.parse(await sh(vm, `ksplice undo --json ${ID}`)).pauseNs as number;
@@ -146,12 +162,14 @@ try {
           const applied: number[] = [];
           const undone: number[] = [];
           const checked: number[] = [];
+          const checkNs: number[] = [];
           for (let i = 0; i < CYCLES; i++) {
             bare.push(await core.benchStopMachine(BARE_PER_CYCLE));
             const c = await cycle(u.id, u.pkg);
             applied.push(c.apply);
             undone.push(c.undo);
             checked.push(c.checked);
+            checkNs.push(c.checkNs);
           }
           await sh(vm, `kill -9 ${pid}; while [ -e /proc/${pid} ]; do sleep 0.1; done`);
           const range = (xs: number[]) => `${us(min(xs))}–${us(max(xs))}`;
@@ -160,6 +178,7 @@ try {
             tasks,
             ...[bare, applied, undone].flatMap((xs) => [us(median(xs)), range(xs)]),
             median(checked) < 0 ? "-" : `${median(checked)} (max ${max(checked)})`,
+            median(checkNs) < 0 ? "-" : us(median(checkNs)),
           ]);
           // Host load only ever adds time, so the ratio of minimums is the one least disturbed by it.
           const r = (f: (xs: number[]) => number) => [f(applied) / f(bare), f(undone) / f(bare)];
@@ -176,10 +195,21 @@ try {
         }
         console.log();
         console.log(
-          `Machine pause of ${u.label}, µs, over ${CYCLES} cycles; bare = empty stop_machine (each sample the median of ${BARE_PER_CYCLE} calls, taken before each cycle); unwound = tasks whose stacks the core walked inside stop_machine`,
+          `Machine pause of ${u.label}, µs, over ${CYCLES} cycles; bare = empty stop_machine (each sample the median of ${BARE_PER_CYCLE} calls, taken before each cycle); unwound = tasks whose stacks the core walked inside stop_machine (apply), and the time that check took (median)`,
         );
         table(
-          ["threads", "tasks", "bare", "min–max", "apply", "min–max", "undo", "min–max", "unwound inside"],
+          [
+            "threads",
+            "tasks",
+            "bare",
+            "min–max",
+            "apply",
+            "min–max",
+            "undo",
+            "min–max",
+            "unwound inside",
+            "check µs",
+          ],
           rows,
         );
         console.log();

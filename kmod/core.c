@@ -43,6 +43,15 @@
  * aborts with "code_busy" naming the tasks. Code is written through a vmap() alias of its pages,
  * since kernel and module text are mapped read-only and text_poke() is not exported.
  *
+ * The pause does not grow with the number of tasks. Every stack is walked before stop_machine,
+ * with the machine running, while a sched_switch probe records every task switched in; the
+ * tasks recorded are walked once more, still outside; inside, only the tasks that ran since
+ * (or could not be cleared outside) are unwound. The probe is registered once, when the core
+ * loads, and only reads one pointer when no update is being applied: an apply patches no
+ * scheduler code (registering a probe per apply rewrote __schedule's static call each time).
+ * The safety argument is at precheck(). Should the probe be missing or a record overflow,
+ * every task is checked inside, skipping unwinds for tasks whose switch count has not moved.
+ *
  * One mutex (ks_mutex) covers every update, the list of known update modules and last_error.
  * Shadow data (shadow.c) has its own lock; its accounting is the root's "shadows" file.
  */
@@ -50,6 +59,7 @@
 
 #include <linux/bsearch.h>
 #include <linux/ctype.h>
+#include <linux/hash.h>
 #include <linux/kallsyms.h>
 #include <linux/delay.h>
 #include <linux/kernel.h>
@@ -65,6 +75,7 @@
 #include <linux/string.h>
 #include <linux/sysfs.h>
 #include <linux/timekeeping.h>
+#include <linux/tracepoint.h>
 #include <linux/umh.h>
 #include <linux/vmalloc.h>
 #include <asm/sync_core.h>
@@ -141,6 +152,7 @@ struct ks_update {
 	size_t conflicts_len;
 	u64 pause_ns;
 	unsigned int stack_checks;	/* tasks unwound inside the last stop_machine */
+	u64 stack_check_ns;		/* time the last stop_machine spent checking stacks */
 	unsigned int tries;
 	time64_t applied_at;
 	char *description;
@@ -1046,6 +1058,24 @@ struct ks_seen {
 	unsigned long switches;
 };
 
+/*
+ * The tasks switched in on one CPU while an apply is tracking, each held by a reference: an
+ * open-addressing set of task pointers, written only by that CPU's scheduler (IRQs off).
+ */
+#define RAN_BITS 11
+#define RAN_SLOTS (1U << RAN_BITS)
+struct ks_ran {
+	unsigned int n;
+	bool full;			/* more tasks ran than it holds: check every task */
+	struct task_struct *slot[RAN_SLOTS];
+};
+
+/* One apply attempt's record of the tasks that ran: a set per possible CPU. */
+struct ks_track {
+	struct rcu_head rcu;
+	struct ks_ran *cpu[];
+};
+
 struct ks_run {
 	struct ks_update *u;
 	bool undo;
@@ -1057,8 +1087,141 @@ struct ks_run {
 	unsigned int nranges;
 	struct ks_seen *seen;		/* sorted by task pointer */
 	unsigned int nseen;
+	struct ks_track *track;		/* the tasks that ran since tracking began; NULL: none */
+	struct task_struct **unclear;	/* tasks the walk could not clear, held */
+	unsigned int nunclear;
+	bool overflow;			/* the walk saw more tasks than it had room for */
+	struct ks_seen *fresh;		/* tasks cleared by recheck(), sorted by task pointer */
+	unsigned int nfresh;
 	unsigned int checked;		/* tasks unwound inside stop_machine */
 };
+
+/* sched_switch, with on_switch() registered on it at load; NULL: every task is checked inside. */
+static struct tracepoint *switch_tp;
+static struct ks_track __rcu *ks_tracking;
+
+static void find_switch_tp(struct tracepoint *tp, void *priv)
+{
+	if (!strcmp(tp->name, "sched_switch"))
+		*(struct tracepoint **)priv = tp;
+}
+
+static void record(struct ks_ran *s, struct task_struct *t)
+{
+	unsigned int h;
+
+	if (s->full)
+		return;
+	for (h = hash_ptr(t, RAN_BITS); s->slot[h]; h = (h + 1) & (RAN_SLOTS - 1))
+		if (s->slot[h] == t)
+			return;
+	if (s->n >= RAN_SLOTS / 2) {
+		s->full = true;
+		return;
+	}
+	get_task_struct(t);
+	smp_store_release(&s->slot[h], t);	/* the reference before the pointer */
+	s->n++;
+}
+
+/*
+ * on_switch records prev and next while an apply is tracking (the scheduler calls it with IRQs
+ * off): every task on a CPU at any moment since tracking began is then in a set, whether it was
+ * switched in since or was running already and has been switched out since.
+ */
+static void on_switch(void *data, bool preempt, struct task_struct *prev, struct task_struct *next,
+		      unsigned int prev_state)
+{
+	struct ks_track *tr = rcu_dereference_sched(ks_tracking);
+	struct ks_ran *s;
+
+	if (likely(!tr))
+		return;
+	s = tr->cpu[smp_processor_id()];
+	record(s, prev);
+	record(s, next);
+}
+
+static void free_track(struct rcu_head *head)
+{
+	struct ks_track *tr = container_of(head, struct ks_track, rcu);
+	unsigned int cpu, i;
+
+	for_each_possible_cpu(cpu) {
+		struct ks_ran *s = tr->cpu[cpu];
+
+		for (i = 0; s && i < RAN_SLOTS; i++)
+			if (s->slot[i])
+				put_task_struct(s->slot[i]);
+		kvfree(s);
+	}
+	kfree(tr);
+}
+
+/*
+ * start_tracking makes on_switch() record, from now until stop_tracking(), every task switched
+ * in on any CPU. After the grace period no CPU can still be in a sched_switch that read the
+ * pointer before it was set (the probe runs with preemption off), so a task missing from the
+ * sets has not been switched in since this returned.
+ */
+static void start_tracking(struct ks_run *r)
+{
+	struct ks_track *tr;
+	unsigned int cpu;
+
+	if (!switch_tp)
+		return;
+	tr = kzalloc(struct_size(tr, cpu, nr_cpu_ids), GFP_KERNEL);
+	if (!tr)
+		return;
+	for_each_possible_cpu(cpu) {
+		tr->cpu[cpu] = kvzalloc(sizeof(struct ks_ran), GFP_KERNEL);
+		if (!tr->cpu[cpu]) {
+			free_track(&tr->rcu);
+			return;
+		}
+	}
+	rcu_assign_pointer(ks_tracking, tr);
+	synchronize_rcu();
+	r->track = tr;
+}
+
+/* stop_tracking: the sets and their references go once no probe can be writing them. */
+static void stop_tracking(struct ks_run *r)
+{
+	unsigned int i;
+
+	if (r->track) {
+		RCU_INIT_POINTER(ks_tracking, NULL);
+		call_rcu(&r->track->rcu, free_track);
+		r->track = NULL;
+	}
+	for (i = 0; i < r->nunclear; i++)
+		put_task_struct(r->unclear[i]);
+	kvfree(r->unclear);
+	r->unclear = NULL;
+	r->nunclear = 0;
+	kvfree(r->seen);
+	r->seen = NULL;
+	r->nseen = 0;
+	kvfree(r->fresh);
+	r->fresh = NULL;
+	r->nfresh = 0;
+	r->overflow = false;
+}
+
+/* tracked says whether the record of the tasks that ran is complete (nothing overflowed). */
+static bool tracked(struct ks_run *r)
+{
+	unsigned int cpu;
+
+	if (!r->track || !r->unclear || r->overflow)
+		return false;
+	for_each_possible_cpu(cpu)
+		if (r->track->cpu[cpu]->full)
+			return false;
+	return true;
+}
 
 /* The code a run checks stacks against: [start, end), sorted, not overlapping. */
 struct ks_range {
@@ -1182,12 +1345,26 @@ static int cmp_seen(const void *a, const void *b)
 }
 
 /*
- * precheck runs before stop_machine and remembers the sleeping tasks whose stacks are clear,
- * with their context-switch counts. A task not switched since then has not run, so its stack
- * is the one checked, and splice() need not unwind it again with the machine stopped: the pause
- * grows with the tasks that ran, not with all tasks. Task stacks are freed after an RCU grace
- * period (VMAP_STACK), so unwinding a sleeping task under rcu_read_lock() reads mapped memory;
- * a task that wakes meanwhile has its count changed and is checked again inside.
+ * precheck walks every task before stop_machine, with the machine running and (tracked) the
+ * probe recording; recheck() then walks the tasks recorded so far once more. Inside
+ * stop_machine, splice() unwinds only the tasks that may have changed since:
+ *
+ *  - tracked (the usual case): every task on a CPU at any moment since start_tracking() is in a
+ *    set (on_switch records both prev and next). A task in no set has not run since, so its
+ *    stack is the one this walk saw: clear (safe), or not (in `unclear`, unwound inside); one
+ *    created after the walk that has not run has the stack fork gave it, whose only frame
+ *    returns to ret_from_fork. A task in a set or in `unclear` is unwound inside unless
+ *    recheck() found it clear while it was off the CPU and its context-switch count has not
+ *    moved since: it has not run since that check. No task is left out, so none can keep a
+ *    return address into the code, and the work inside depends on the tasks that ran after
+ *    recheck() (this writer, the stopper threads, idle tasks, a kworker), not on how many exist.
+ *  - untracked (no probe, memory short, a record overflowed): every task is walked inside, but
+ *    one whose context-switch count has not moved since this walk (`seen`) is not unwound.
+ *
+ * A count moves when a task is switched out, and inside stop_machine no task but the stoppers
+ * is on a CPU: a task that ran after a check has been switched out since, so its count moved.
+ * Task stacks are freed after an RCU grace period (VMAP_STACK), so unwinding a sleeping task
+ * under rcu_read_lock() reads mapped memory, whatever the task does meanwhile.
  */
 static void precheck(struct ks_run *r)
 {
@@ -1195,49 +1372,143 @@ static void precheck(struct ks_run *r)
 	unsigned int cap = 64, n = 0;
 	unsigned long switches;
 
-	kvfree(r->seen);
-	r->seen = NULL;
-	r->nseen = 0;
 	rcu_read_lock();
 	for_each_process_thread(g, t)
 		cap++;
 	rcu_read_unlock();
 	r->seen = kvmalloc_array(cap, sizeof(*r->seen), GFP_KERNEL);
-	if (!r->seen)
+	r->unclear = kvmalloc_array(cap, sizeof(*r->unclear), GFP_KERNEL);
+	if (!r->seen || !r->unclear) {
+		kvfree(r->seen);
+		kvfree(r->unclear);
+		r->seen = NULL;
+		r->unclear = NULL;
 		return;		/* splice() then checks every task */
+	}
 	rcu_read_lock();
 	for_each_process_thread(g, t) {
-		if (n == cap)
+		if (n == cap || r->nunclear == cap) {
+			r->overflow = true;
 			break;
-		if (t == current || READ_ONCE(t->on_cpu))
-			continue;
-		switches = task_switches(t);
-		smp_rmb();	/* the count before the stack it describes */
-		if (READ_ONCE(t->on_cpu) || task_hit(r, t))
-			continue;
-		r->seen[n++] = (struct ks_seen){ .t = t, .start_time = t->start_time, .switches = switches };
+		}
+		if (t != current && !READ_ONCE(t->on_cpu)) {
+			switches = task_switches(t);
+			smp_rmb();	/* the count before the stack it describes */
+			if (!READ_ONCE(t->on_cpu) && !task_hit(r, t)) {
+				r->seen[n++] = (struct ks_seen){
+					.t = t, .start_time = t->start_time, .switches = switches };
+				continue;
+			}
+		}
+		get_task_struct(t);
+		r->unclear[r->nunclear++] = t;
 	}
 	rcu_read_unlock();
 	sort(r->seen, n, sizeof(*r->seen), cmp_seen, NULL);
 	r->nseen = n;
 }
 
-/* check_task, inside stop_machine: notes t as a conflict unless its stack is known clear. */
+/* clear_now: t is off the CPU and its stack is clear; notes its switch count in `fresh`. */
+static void clear_now(struct ks_run *r, struct task_struct *t, unsigned int cap)
+{
+	unsigned long switches;
+
+	if (r->nfresh == cap || t == current || READ_ONCE(t->on_cpu))
+		return;
+	switches = task_switches(t);
+	smp_rmb();	/* the count before the stack it describes */
+	if (READ_ONCE(t->on_cpu) || task_hit(r, t))
+		return;
+	r->fresh[r->nfresh++] = (struct ks_seen){ .t = t, .switches = switches };
+}
+
+/*
+ * recheck, just before stop_machine, walks the tasks recorded so far (they ran during the walk)
+ * and those the walk could not clear, so that inside only those that ran after this are unwound.
+ * Every task here is held by a reference (a set's or `unclear`'s).
+ */
+static void recheck(struct ks_run *r)
+{
+	unsigned int cpu, i, cap = r->nunclear + 64;
+
+	if (!tracked(r))
+		return;
+	for_each_possible_cpu(cpu)
+		cap += READ_ONCE(r->track->cpu[cpu]->n);
+	r->fresh = kvmalloc_array(cap, sizeof(*r->fresh), GFP_KERNEL);
+	if (!r->fresh)
+		return;
+	rcu_read_lock();
+	for (i = 0; i < r->nunclear; i++)
+		clear_now(r, r->unclear[i], cap);
+	for_each_possible_cpu(cpu) {
+		struct ks_ran *s = r->track->cpu[cpu];
+
+		for (i = 0; i < RAN_SLOTS; i++) {
+			struct task_struct *t = smp_load_acquire(&s->slot[i]);
+
+			if (t)
+				clear_now(r, t, cap);
+		}
+	}
+	rcu_read_unlock();
+	sort(r->fresh, r->nfresh, sizeof(*r->fresh), cmp_seen, NULL);
+}
+
+/* unwind_task, inside stop_machine: notes t as a conflict when its stack is in the code. */
+static void unwind_task(struct ks_run *r, struct task_struct *t)
+{
+	unsigned long addr = task_hit(r, t);
+
+	r->checked++;
+	if (addr)
+		note_conflict(r, t, addr);
+}
+
+/* check_task, inside stop_machine (untracked): unwinds t unless the walk found it clear since. */
 static void check_task(struct ks_run *r, struct task_struct *t)
 {
 	struct ks_seen key = { .t = t }, *seen;
-	unsigned long addr;
 
 	/* Other CPUs run their stopper threads, spinning; nothing else is on a CPU. */
 	if (t != current && READ_ONCE(t->on_cpu))
 		return;
-	seen = r->nseen ? bsearch(&key, r->seen, r->nseen, sizeof(key), cmp_seen) : NULL;
+	/* A count moves when a task is switched out: this one's stack changed since the walk. */
+	seen = r->nseen && t != current ? bsearch(&key, r->seen, r->nseen, sizeof(key), cmp_seen) : NULL;
 	if (seen && seen->start_time == t->start_time && seen->switches == task_switches(t))
 		return;
-	r->checked++;
-	addr = task_hit(r, t);
-	if (addr)
-		note_conflict(r, t, addr);
+	unwind_task(r, t);
+}
+
+/* check_known, inside stop_machine (tracked): unwinds t unless recheck() cleared it since. */
+static void check_known(struct ks_run *r, struct task_struct *t)
+{
+	struct ks_seen key = { .t = t }, *fresh;
+
+	if (t != current && READ_ONCE(t->on_cpu))
+		return;
+	fresh = r->nfresh && t != current ? bsearch(&key, r->fresh, r->nfresh, sizeof(key), cmp_seen) : NULL;
+	if (fresh && fresh->switches == task_switches(t))
+		return;
+	unwind_task(r, t);
+}
+
+/* check_tracked, inside stop_machine: the tasks that ran, and those the walk could not clear. */
+static void check_tracked(struct ks_run *r)
+{
+	unsigned int cpu, i;
+
+	check_known(r, current);
+	for (i = 0; i < r->nunclear; i++)
+		if (r->unclear[i] != current)
+			check_known(r, r->unclear[i]);
+	for_each_possible_cpu(cpu) {
+		struct ks_ran *s = r->track->cpu[cpu];
+
+		for (i = 0; s->n && i < RAN_SLOTS; i++)
+			if (s->slot[i] && s->slot[i] != current)
+				check_known(r, s->slot[i]);
+	}
 }
 
 static bool call_int_hooks(struct ks_update *u, enum hook_kind k)
@@ -1266,6 +1537,7 @@ static int splice(void *data)
 	bool hooks = r->part == NO_PART;
 	struct task_struct *g, *t;
 	unsigned int i;
+	ktime_t t0;
 
 	for (i = 0; i < u->npatches; i++) {
 		struct ks_patch *p = &u->patches[i];
@@ -1278,10 +1550,16 @@ static int splice(void *data)
 	u->conflicts_len = 0;
 	u->conflicts[0] = '\0';
 	r->checked = 0;
-	rcu_read_lock();
-	for_each_process_thread(g, t)
-		check_task(r, t);
-	rcu_read_unlock();
+	t0 = ktime_get();
+	if (tracked(r)) {
+		check_tracked(r);
+	} else {
+		rcu_read_lock();
+		for_each_process_thread(g, t)
+			check_task(r, t);
+		rcu_read_unlock();
+	}
+	u->stack_check_ns = ktime_to_ns(ktime_sub(ktime_get(), t0));
 	if (r->busy)
 		return 0;
 	if (hooks && !call_int_hooks(u, r->undo ? CHECK_REVERSE : CHECK_APPLY)) {
@@ -1373,10 +1651,13 @@ static int run_splice(struct ks_run *r, u64 *pause)
 	for (;;) {
 		r->busy = false;
 		u->tries++;
+		start_tracking(r);
 		precheck(r);
+		recheck(r);
 		t0 = ktime_get();
 		stop_machine(splice, r, NULL);
 		*pause = ktime_to_ns(ktime_sub(ktime_get(), t0));
+		stop_tracking(r);
 		u->stack_checks = r->checked;
 		if (r->cause || !r->busy || u->tries >= tries)
 			break;
@@ -1400,7 +1681,6 @@ unmap:
 	for (i = 0; i < u->npatches; i++)
 		unmap_alias(r->alias[i]);
 	kfree(r->alias);
-	kvfree(r->seen);
 	kvfree(r->ranges);
 	return ret;
 }
@@ -1545,6 +1825,7 @@ SHOW(abort_cause, "%s\n", u->abort_cause)
 SHOW(conflicts, "%s", u->conflicts)
 SHOW(pause_ns, "%llu\n", u->pause_ns)
 SHOW(stack_checks, "%u\n", u->stack_checks)
+SHOW(stack_check_ns, "%llu\n", u->stack_check_ns)
 SHOW(tries, "%u\n", u->tries)
 SHOW(applied_at, "%lld\n", (long long)u->applied_at)
 SHOW(description, "%s\n", u->description ? u->description : "")
@@ -1593,6 +1874,7 @@ static struct kobj_attribute abort_cause_attr = __ATTR_RO(abort_cause);
 static struct kobj_attribute conflicts_attr = __ATTR_RO(conflicts);
 static struct kobj_attribute pause_ns_attr = __ATTR_RO(pause_ns);
 static struct kobj_attribute stack_checks_attr = __ATTR_RO(stack_checks);
+static struct kobj_attribute stack_check_ns_attr = __ATTR_RO(stack_check_ns);
 static struct kobj_attribute tries_attr = __ATTR_RO(tries);
 static struct kobj_attribute applied_at_attr = __ATTR_RO(applied_at);
 static struct kobj_attribute description_attr = __ATTR_RO(description);
@@ -1601,7 +1883,7 @@ static struct kobj_attribute parts_attr = __ATTR_RO(parts);
 
 static struct attribute *update_attrs[] = {
 	&stage_attr.attr, &abort_cause_attr.attr, &conflicts_attr.attr, &pause_ns_attr.attr,
-	&stack_checks_attr.attr,
+	&stack_checks_attr.attr, &stack_check_ns_attr.attr,
 	&tries_attr.attr, &applied_at_attr.attr, &description_attr.attr, &patches_attr.attr,
 	&parts_attr.attr, NULL,
 };
@@ -1824,6 +2106,12 @@ static int __init ksplice_init(void)
 	ret = register_module_notifier(&module_nb);
 	if (ret)
 		goto put;
+	/* Once, here: registering rewrites __schedule's static call (see the header). */
+	for_each_kernel_tracepoint(find_switch_tp, &switch_tp);
+	if (switch_tp && tracepoint_probe_register(switch_tp, on_switch, NULL))
+		switch_tp = NULL;
+	if (!switch_tp)
+		pr_warn("no sched_switch probe: stack checks walk every task inside stop_machine\n");
 	return 0;
 put:
 	kobject_put(ks_root);
@@ -1839,6 +2127,11 @@ static void __exit ksplice_exit(void)
 
 	/* Nothing is applied: each applied update holds a reference on this module. */
 	unregister_module_notifier(&module_nb);
+	if (switch_tp) {
+		tracepoint_probe_unregister(switch_tp, on_switch, NULL);
+		tracepoint_synchronize_unregister();
+	}
+	rcu_barrier();	/* free_track() callbacks are this module's code */
 	for (;;) {
 		mutex_lock(&ks_mutex);
 		u = list_first_entry_or_null(&ks_updates, struct ks_update, list);

@@ -2,8 +2,10 @@
 // module in fixtures/ksplice_testupd, then in one guest: apply/undo of a cmdline_proc_show
 // replacement (relocations, hooks, one log line per state change), a changed EXPECTED
 // (unexpected_code), a task asleep in pipe_read (code_busy naming it, then success once it is
-// gone), and non-root writers refused.
+// gone), 2,000 sleeping threads of which only the few that ran are unwound inside
+// stop_machine (stack_checks), and non-root writers refused.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -38,6 +40,15 @@ test("core module: apply, undo, unexpected code, busy task, non-root", { timeout
   mkdirSync(out, { recursive: true });
   const coreKo = await buildCore(paths.headersDir, out);
   const updKo = await buildModule(FIXTURE, MOD, paths.headersDir, out);
+  const sleepers = join(out, "sleepers");
+  execFileSync("gcc-12", [
+    "-O2",
+    "-static",
+    "-pthread",
+    "-o",
+    sleepers,
+    join(REPO, "bench", "fixtures", "sleepers.c"),
+  ]);
   await withLab(
     async (vm) => {
       const core = new Core({ host: labCoreHost(vm) });
@@ -168,6 +179,27 @@ test("core module: apply, undo, unexpected code, busy task, non-root", { timeout
         "ksplice: Update t3 reversed successfully",
       ]);
 
+      // --- many sleeping tasks: the pause unwinds only those that ran since the walk ---
+      const threads = 2000;
+      await vm.exec(`${sleepers} ${threads} >/tmp/sleepers.out 2>&1 </dev/null &`);
+      for (
+        let i = 0;
+        i < 300 && !(await vm.readFile("/tmp/sleepers.out").catch(() => "")).includes("ready");
+        i++
+      )
+        await vm.exec("sleep 0.1");
+      const tasks = Number((await vm.readFile("/proc/loadavg")).toString().split(" ")[3].split("/")[1]);
+      assert.ok(tasks > threads, `tasks: ${tasks}`);
+      await core.newUpdate("t4", MOD);
+      await core.patch("t4", [p]);
+      assert.equal((await core.apply("t4")).stage, "applied");
+      const unwound = Number((await vm.readFile("/sys/kernel/ksplice/t4/stack_checks")).toString());
+      assert.ok(unwound > 0 && unwound < 100, `${unwound} of ${tasks} tasks unwound inside stop_machine`);
+      assert.equal((await vm.readFile("/proc/cmdline")).toString(), `ksplice-patched ${original}`);
+      assert.equal((await core.reverse("t4")).stage, "reversed");
+      assert.equal((await vm.readFile("/proc/cmdline")).toString(), original);
+      await vm.exec("pkill sleepers; true");
+
       // --- non-root writers are refused by the file modes ---
       const js = `process.setgid(65534); process.setuid(65534);
 const fs = require("fs");
@@ -183,6 +215,7 @@ for (const f of ["/sys/kernel/ksplice/control", "/sys/kernel/ksplice/t1/stage"])
 
       await core.remove("t1");
       await core.remove("t3");
+      await core.remove("t4");
       await core.remove("t9");
       assert.deepEqual(await core.list(), []);
       assert.equal((await vm.exec(`rmmod ${MOD}`)).code, 0);
