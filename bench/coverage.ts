@@ -71,6 +71,8 @@ interface Step {
   message?: string;
   seconds?: number;
   pauseNs?: number;
+  /** apply --json's own step times (matchMs, totalMs, ...), when it reports them. */
+  stepsMs?: Record<string, number>;
 }
 
 interface Row {
@@ -297,11 +299,8 @@ echo "--apply"; cat /tmp/a.out /tmp/a.err; echo "--undo"; cat /tmp/u.out /tmp/u.
         message: text.trim(),
         seconds,
       };
-    return {
-      result: "ok",
-      seconds,
-      pauseNs: JSON.parse(text.slice(0, text.lastIndexOf("}") + 1)).pauseNs,
-    } as Step;
+    const json = JSON.parse(text.slice(0, text.lastIndexOf("}") + 1));
+    return { result: "ok", seconds, pauseNs: json.pauseNs, stepsMs: json.timings } as Step;
   };
   const [aCode, aMs] = (field("apply") ?? "? 0").split(" ");
   r.apply = outcome(after("apply", "undo"), aCode, aMs);
@@ -431,6 +430,15 @@ function report(): void {
   writeFileSync(
     out,
     `${JSON.stringify({ schema: 1, from: corpus.from, to: corpus.to, args, createdAt: new Date().toISOString(), rows }, null, 1)}\n`,
+  );
+  // The apply command in the guest (TCG), and run-pre matching inside it, over the applied fixes.
+  const applied = rows.filter((r) => r.apply?.result === "ok");
+  const spread = (xs: number[]) => (xs.length ? `median ${secs(median(xs))}, max ${secs(max(xs))}` : "-");
+  const matchMs = applied.flatMap((r) =>
+    r.apply?.stepsMs?.matchMs === undefined ? [] : [r.apply.stepsMs.matchMs],
+  );
+  console.log(
+    `apply in the lab guest over ${applied.length} applied fixes: command ${spread(applied.map((r) => (r.apply?.seconds ?? 0) * 1000))}; run-pre matching ${spread(matchMs)}`,
   );
   console.log(`report: ${out}`);
 }

@@ -1300,11 +1300,26 @@ static void note_conflict(struct ks_run *r, struct task_struct *t, unsigned long
 				      "%s %d %pS\n", t->comm, task_pid_nr(t), (void *)addr);
 }
 
+/* stack_word_in_code: the first word in [sp, end) that is an address inside the code, or 0. */
+static unsigned long stack_word_in_code(struct ks_run *r, unsigned long *sp, unsigned long *end)
+{
+	unsigned long w;
+
+	for (; sp < end; sp++) {
+		w = READ_ONCE_NOCHECK(*sp);
+		if (in_checked_code(r, w))
+			return w;
+	}
+	return 0;
+}
+
 /*
  * task_hit looks for a return address or interrupted instruction pointer of t inside the code
- * being replaced, with the ORC unwinder; where the unwinder gives up, every word of the stack
- * from its saved stack pointer is taken as a possible return address (conservative). Returns
- * the address found, or 0.
+ * being replaced. Every one of them is a word of t's stack between its stack pointer and the
+ * top, so when no word there points into the code the task is clear: a scan of those words,
+ * much cheaper than unwinding, settles most tasks. Otherwise the ORC unwinder says whether a
+ * word found is a return address; where it gives up, the word found counts (conservative).
+ * Returns the address found, or 0.
  */
 static unsigned long task_hit(struct ks_run *r, struct task_struct *t)
 {
@@ -1312,6 +1327,12 @@ static unsigned long task_hit(struct ks_run *r, struct task_struct *t)
 	unsigned long addr, *sp, *end;
 
 	if (!refcount_read(&t->stack_refcount))
+		return 0;
+	sp = t == current ? (unsigned long *)current_stack_pointer : (unsigned long *)t->thread.sp;
+	end = task_stack_page(t) + THREAD_SIZE;
+	if (sp < (unsigned long *)task_stack_page(t) || sp >= end)
+		sp = task_stack_page(t);
+	if (!stack_word_in_code(r, sp, end))
 		return 0;
 	for (unwind_start(&state, t, NULL, NULL); !unwind_done(&state); unwind_next_frame(&state)) {
 		addr = unwind_get_return_address(&state);
@@ -1322,14 +1343,7 @@ static unsigned long task_hit(struct ks_run *r, struct task_struct *t)
 	}
 	if (!unwind_error(&state))
 		return 0;
-	sp = t == current ? (unsigned long *)current_stack_pointer : (unsigned long *)t->thread.sp;
-	end = task_stack_page(t) + THREAD_SIZE;
-	if (sp < (unsigned long *)task_stack_page(t) || sp >= end)
-		sp = task_stack_page(t);
-	for (; sp < end; sp++)
-		if (in_checked_code(r, *sp))
-			return *sp;
-	return 0;
+	return stack_word_in_code(r, sp, end);
 }
 
 static unsigned long task_switches(struct task_struct *t)
