@@ -11,7 +11,9 @@
 // device); fail (anything else: an engine bug or limit). Module fixes run with their module
 // loaded (modprobe in the guest, Debian's own .ko). Coverage = pass / the fixes whose change
 // reaches running code (pass, fail, busy, and refusals of such changes), for built-in and module
-// fixes apart.
+// fixes apart. A fix create refuses as a change of data, for which bench/fixtures/custom has a
+// hand-written version (hooks or shadows instead of the data change, as Ksplice's custom code),
+// is tried in that version; the summary counts those passes apart.
 //
 //   npm run bench:coverage -- [--sample N] [--subsystem PREFIX]... [--file PATH]... [--no-lab]
 //                             [--only builtin|modules] [--batch N] [--json FILE] [--jobs N] [--lab-jobs N]
@@ -20,7 +22,7 @@
 // then the module is loaded and its part must be live before undo: the path of modules loaded
 // after an update.
 // Prints a table and one summary line, and writes a JSON report. Asserts nothing.
-import { linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
@@ -29,7 +31,7 @@ import { buildCore } from "../src/kbuild/module.js";
 import { type Fix, prepareCorpus, sampleFixes } from "../src/lab/corpus.js";
 import { cacheRoot, type LabVM, prepareLab, withLab } from "../src/lab/index.js";
 import { createUpdate } from "../src/update/create.js";
-import { max, median, noteOtherGuests, secs, table } from "./common.js";
+import { max, median, noteOtherGuests, REPO, secs, table } from "./common.js";
 
 const usage = `usage: npm run bench:coverage -- [--sample N] [--subsystem DIR]... [--file PATH]...
        [--only builtin|modules] [--load-modules first|later] [--no-lab] [--batch N] [--jobs N] [--lab-jobs N]
@@ -98,6 +100,8 @@ interface Row {
   load?: string;
   /** With --load-modules later: the update's parts once its modules loaded (the core's `parts`). */
   parts?: string;
+  /** The hand-written version of the fix that was applied instead (bench/fixtures/custom). */
+  custom?: string;
 }
 
 // Create refusals that are the tool's answer about the fix, not a failure of the engine.
@@ -178,12 +182,38 @@ try {
   rmSync(work, { recursive: true, force: true });
 }
 
+/**
+ * customPatch: the hand-written version of a fix that create refuses as a change of data, when
+ * there is one: the same fix with hooks or shadows instead of the data change (Ksplice's "custom
+ * code"; README: Changes to data). Named after the fix's file, its slashes made underscores.
+ */
+function customPatch(f: Fix): string | undefined {
+  const p = join(REPO, "bench", "fixtures", "custom", `${f.file.replaceAll("/", "_")}.patch`);
+  return existsSync(p) ? p : undefined;
+}
+
 async function createOne(f: Fix, r: Row): Promise<void> {
+  await createFrom(f.patch, r);
+  const custom = customPatch(f);
+  if (r.create.result === "unsupported_change" && custom) {
+    const refused = r.create;
+    await createFrom(custom, r);
+    const again: Row["create"] = r.create;
+    r.custom = custom;
+    if (again.result !== "ok")
+      r.create = {
+        ...refused,
+        message: `${refused.message}\n(custom ${custom}: ${again.result}: ${again.message})`,
+      };
+  }
+}
+
+async function createFrom(patch: string, r: Row): Promise<void> {
   const t0 = performance.now();
   try {
     const res = await createUpdate({
       src: lab.sourceDir,
-      patches: [f.patch],
+      patches: [patch],
       applied: [],
       id: r.id,
       outputDir: pkgDir,
@@ -372,7 +402,7 @@ function decide(r: Row): void {
     r.reason = `undo: ${r.undo?.result ?? "not run"}: ${firstLine(r.undo?.message)}`;
   } else {
     r.outcome = "pass";
-    r.reason = "";
+    r.reason = r.custom ? `with hand-written hooks or shadows: ${basename(r.custom)}` : "";
   }
 }
 
@@ -411,7 +441,10 @@ function report(): void {
     ).length;
     const pct = pass + reaching ? ((100 * pass) / (pass + reaching)).toFixed(1) : "-";
     const unloadable = count("unloadable", state);
-    return `${pass} passed, ${count("fail", state)} failed, ${count("busy", state)} busy (code_busy at apply), ${count("refused", state)} refused, ${count("alone", state)} do not compile alone${unloadable ? `, ${unloadable} in modules the lab cannot load` : ""}; coverage ${pct}% of ${pass + reaching} that reach running code`;
+    const custom = rows.filter(
+      (r) => r.outcome === "pass" && r.custom && (!state || r.state === state),
+    ).length;
+    return `${pass} passed${custom ? ` (${custom} with hand-written hooks or shadows, bench/fixtures/custom)` : ""}, ${count("fail", state)} failed, ${count("busy", state)} busy (code_busy at apply), ${count("refused", state)} refused, ${count("alone", state)} do not compile alone${unloadable ? `, ${unloadable} in modules the lab cannot load` : ""}; coverage ${pct}% of ${pass + reaching} that reach running code`;
   };
   console.log();
   console.log(
