@@ -51,8 +51,14 @@ function byNumbering(a: Unit, b: Unit): number {
   return na.length - nb.length || a.name.localeCompare(b.name);
 }
 
-/** correlate pairs the units of two objects. */
-export function correlate(pre: ObjectUnits, post: ObjectUnits): Pairing {
+/**
+ * correlate pairs the units of two objects. With `sameSource` they are two builds of one source
+ * that differ only in flags (the running kernel's plain build and the diffed build): there a
+ * data name found once on each side names the same object even when it is numbered (a static
+ * local's `.N`, `__COUNTER__` in `__UNIQUE_ID_`), since the front end numbers them before any of
+ * those flags matter; functions still go through the funnel, as inlining and cloning differ.
+ */
+export function correlate(pre: ObjectUnits, post: ObjectUnits, opts: { sameSource?: boolean } = {}): Pairing {
   const partner = new Map<Unit, Unit>();
   const pairs: Array<[Unit, Unit]> = [];
   const pair = (a: Unit, b: Unit) => {
@@ -67,6 +73,10 @@ export function correlate(pre: ObjectUnits, post: ObjectUnits): Pairing {
   const postByName = groupBy(post.units, (u) => `${u.kind} ${u.name}`);
   for (const [k, a] of preByName) {
     const b = postByName.get(k);
+    if (opts.sameSource && b && a.length === 1 && b.length === 1 && a[0].kind === "data") {
+      pair(a[0], b[0]);
+      continue;
+    }
     // Numbered names are not identity when several canonical twins exist: leave those to level 2.
     if (b && a.length === 1 && b.length === 1 && a[0].canon === b[0].canon) {
       const twins =

@@ -481,7 +481,7 @@ function extractPlan(
 ) {
   // Pair the diffed pre build with the plain one: the plain one is what runs in the kernel.
   // (Against the diffed pre's own units: a pairing maps the Unit objects it was made from.)
-  const plainPairing = correlate(new ObjectUnits(prePlain), plan.diff.pre);
+  const plainPairing = correlate(new ObjectUnits(prePlain), plan.diff.pre, { sameSource: true });
   const plainOf = (u: Unit) => plainPairing.partner.get(u) ?? u;
   const preNameOf = (u: Unit) => {
     const pre = plan.diff.pairing.partner.get(u);
