@@ -592,7 +592,9 @@ export class RunPre {
       const u = this.unit(obj, name);
       if (!u)
         throw new UserError(
-          `run-pre: ${name}, used by the new code, is ${unique.length ? "ambiguous" : "missing"} in /proc/kallsyms`,
+          unique.length
+            ? `run-pre: ${name}, used by the new code, is ambiguous in /proc/kallsyms`
+            : `run-pre: ${name}, used by the new code, is missing in /proc/kallsyms: no loaded image has it; if a module that is not loaded exports it (modinfo, or modules.symbols under /lib/modules), load that module and apply again`,
           {
             code: "failed_to_find",
           },
