@@ -1,4 +1,6 @@
 // Measures apply and undo in one lab guest (smp 2, core loaded with bench=1):
+//  0. stop_machine alone: empty or writing 5 bytes of code (as an apply does), back to back or
+//     20 ms apart (an apply makes one call after seconds of other work);
 //  1. the machine pause of `ksplice apply` and `ksplice undo` (pause_ns, median of CYCLES each)
 //     with 1, 100, 1,000 and 10,000 sleeping threads, next to bare stop_machine at the same
 //     thread count (20 empty calls before each cycle, so both see the same host load), and the
@@ -117,19 +119,17 @@ try {
       // Room for 10,000 threads (the default limit follows the guest's memory).
       await sh(vm, "echo 40000 > /proc/sys/kernel/threads-max");
       for (const u of updates) for (const m of u.modules) await sh(vm, `modprobe ${m}`);
-      /** Tasks unwound inside the last pause, and the ns that took, when the core reports them. */
+      /** Tasks unwound inside the last pause, and where its time went, when the core reports them. */
       const unwound = async (id: string) => {
         const dir = `/sys/kernel/ksplice/${id}`;
-        const [n, ns] = (
-          await sh(
-            vm,
-            `cat ${dir}/stack_checks 2>/dev/null || echo -1; cat ${dir}/stack_check_ns 2>/dev/null || echo -1`,
-          )
+        const files = ["stack_checks", "stack_check_ns", "write_ns", "splice_ns"];
+        const [n, ns, writeNs, spliceNs] = (
+          await sh(vm, files.map((f) => `cat ${dir}/${f} 2>/dev/null || echo -1`).join("; "))
         )
           .trim()
           .split("\n")
           .map(Number);
-        return { n, ns };
+        return { n, ns, writeNs, spliceNs };
       };
       const timings: Record<string, number[]> = {};
       const cycle = async (id: string, pkgPath: string) => {
@@ -145,10 +145,31 @@ try {
           undo: d.pauseNs as number,
           checked: checkedA.n,
           checkNs: checkedA.ns,
+          writeNs: checkedA.writeNs,
+          spliceNs: checkedA.spliceNs,
         };
       };
       const apply = async () => JSON.parse(await sh(vm, `ksplice apply --json ${pkg}`)).pauseNs as number;
       const undo = async () => JSON.parse(await sh(vm, `ksplice undo --json ${ID}`)).pauseNs as number;
+
+      // --- 0. what stop_machine itself costs here: empty or writing code, warm or cold ---
+      const kinds = [
+        { label: "empty, back to back (bare)", opts: {} },
+        { label: "empty, 20 ms apart", opts: { cold: true } },
+        { label: "writing 5 bytes of code, back to back", opts: { write: true } },
+        { label: "writing 5 bytes of code, 20 ms apart", opts: { write: true, cold: true } },
+      ];
+      const costs: string[][] = [];
+      for (const k of kinds) {
+        const xs: number[] = [];
+        for (let i = 0; i < CYCLES; i++) xs.push(await core.benchStopMachine(BARE_PER_CYCLE, k.opts));
+        costs.push([k.label, us(median(xs)), `${us(min(xs))}–${us(max(xs))}`]);
+      }
+      console.log(
+        `stop_machine in this guest, µs: median over ${CYCLES} samples, each the median of ${BARE_PER_CYCLE} calls (no ksplice work but the write)`,
+      );
+      table(["kind", "median", "min–max"], costs);
+      console.log();
 
       // --- 1. pause of apply and undo against bare stop_machine ---
       const misses: string[] = [];
@@ -163,6 +184,8 @@ try {
           const undone: number[] = [];
           const checked: number[] = [];
           const checkNs: number[] = [];
+          const writeNs: number[] = [];
+          const spliceNs: number[] = [];
           for (let i = 0; i < CYCLES; i++) {
             bare.push(await core.benchStopMachine(BARE_PER_CYCLE));
             const c = await cycle(u.id, u.pkg);
@@ -170,6 +193,8 @@ try {
             undone.push(c.undo);
             checked.push(c.checked);
             checkNs.push(c.checkNs);
+            writeNs.push(c.writeNs);
+            spliceNs.push(c.spliceNs);
           }
           await sh(vm, `kill -9 ${pid}; while [ -e /proc/${pid} ]; do sleep 0.1; done`);
           const range = (xs: number[]) => `${us(min(xs))}–${us(max(xs))}`;
@@ -178,7 +203,7 @@ try {
             tasks,
             ...[bare, applied, undone].flatMap((xs) => [us(median(xs)), range(xs)]),
             median(checked) < 0 ? "-" : `${median(checked)} (max ${max(checked)})`,
-            median(checkNs) < 0 ? "-" : us(median(checkNs)),
+            ...[checkNs, writeNs, spliceNs].map((xs) => (median(xs) < 0 ? "-" : us(median(xs)))),
           ]);
           // Host load only ever adds time, so the ratio of minimums is the one least disturbed by it.
           const r = (f: (xs: number[]) => number) => [f(applied) / f(bare), f(undone) / f(bare)];
@@ -195,7 +220,7 @@ try {
         }
         console.log();
         console.log(
-          `Machine pause of ${u.label}, µs, over ${CYCLES} cycles; bare = empty stop_machine (each sample the median of ${BARE_PER_CYCLE} calls, taken before each cycle); unwound = tasks whose stacks the core walked inside stop_machine (apply), and the time that check took (median)`,
+          `Machine pause of ${u.label}, µs, over ${CYCLES} cycles; bare = empty stop_machine (each sample the median of ${BARE_PER_CYCLE} calls, taken before each cycle); unwound = tasks whose stacks the core walked inside stop_machine (apply); of the apply pause (medians): the stack check, writing the jumps, and all of the core's own function (the rest is stop_machine's)`,
         );
         table(
           [
@@ -209,6 +234,8 @@ try {
             "min–max",
             "unwound inside",
             "check µs",
+            "write µs",
+            "in core µs",
           ],
           rows,
         );

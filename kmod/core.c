@@ -20,7 +20,10 @@
  *   ID description TEXT
  *   delete ID
  *   helper PATH [ARG]...           the program run when a module with pending parts loads
- *   bench_stop_machine N           (only with bench=1) median of N empty stop_machine calls
+ *   bench_stop_machine N [write] [cold]
+ *                                  (only with bench=1) median of N stop_machine calls, empty, or
+ *                                  writing 5 bytes of code (the same bytes) through an alias as
+ *                                  an apply does; cold: 20 ms apart instead of back to back
  *
  * Modules loaded later. When a module with a pending part of an applied update loads, the
  * module notifier (MODULE_STATE_COMING: relocated, alternatives applied, read-only, its init not
@@ -153,6 +156,8 @@ struct ks_update {
 	u64 pause_ns;
 	unsigned int stack_checks;	/* tasks unwound inside the last stop_machine */
 	u64 stack_check_ns;		/* time the last stop_machine spent checking stacks */
+	u64 write_ns;			/* ... writing the jumps (or the old bytes) */
+	u64 splice_ns;			/* ... in the core's own function, from entry to exit */
 	unsigned int tries;
 	time64_t applied_at;
 	char *description;
@@ -807,9 +812,17 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int cmd_bench(const char *arg)
+/* write_stop rewrites the first bytes of nop_stop with themselves, as splice() writes a jump. */
+static int write_stop(void *alias)
+{
+	memcpy(alias, (void *)nop_stop, JMP_LEN);
+	return 0;
+}
+
+static int cmd_bench(const char *arg, bool write, bool cold)
 {
 	unsigned int n, i;
+	void *alias = NULL;
 	u64 *t;
 
 	if (!bench)
@@ -817,14 +830,23 @@ static int cmd_bench(const char *arg)
 	if (kstrtouint(arg, 10, &n) || n < 1 || n > 10000)
 		return set_error("bench_stop_machine: N must be 1..10000");
 	t = kmalloc_array(n, sizeof(*t), GFP_KERNEL);
-	if (!t)
+	if (write)
+		alias = map_alias((unsigned long)nop_stop, JMP_LEN);
+	if (!t || (write && !alias)) {
+		kfree(t);
+		unmap_alias(alias);
 		return -ENOMEM;
+	}
 	for (i = 0; i < n; i++) {
-		ktime_t t0 = ktime_get();
+		ktime_t t0;
 
-		stop_machine(nop_stop, NULL, NULL);
+		if (cold)
+			msleep(20);
+		t0 = ktime_get();
+		stop_machine(write ? write_stop : nop_stop, alias, NULL);
 		t[i] = ktime_to_ns(ktime_sub(ktime_get(), t0));
 	}
+	unmap_alias(alias);
 	sort(t, n, sizeof(*t), cmp_u64, NULL);
 	bench_ns = t[n / 2];
 	kfree(t);
@@ -920,8 +942,21 @@ static int run_line(char *line, struct ks_update **gone)
 		return argc == 2 ? cmd_delete(argv[1], gone) : set_error("usage: delete ID");
 	if (!strcmp(argv[0], "helper"))
 		return cmd_helper(argv + 1, argc - 1);
-	if (!strcmp(argv[0], "bench_stop_machine"))
-		return argc == 2 ? cmd_bench(argv[1]) : set_error("usage: bench_stop_machine N");
+	if (!strcmp(argv[0], "bench_stop_machine")) {
+		bool write = false, cold = false;
+		int i;
+
+		for (i = 2; i < argc; i++) {
+			if (!strcmp(argv[i], "write"))
+				write = true;
+			else if (!strcmp(argv[i], "cold"))
+				cold = true;
+			else
+				argc = 0;
+		}
+		return argc >= 2 ? cmd_bench(argv[1], write, cold) :
+				   set_error("usage: bench_stop_machine N [write] [cold]");
+	}
 	if (argc < 2)
 		return set_error("unknown command %s", argv[0]);
 	u = find_update(argv[0]);
@@ -1551,8 +1586,10 @@ static int splice(void *data)
 	bool hooks = r->part == NO_PART;
 	struct task_struct *g, *t;
 	unsigned int i;
-	ktime_t t0;
+	ktime_t entry = ktime_get(), t0;
 
+	u->write_ns = 0;
+	u->splice_ns = 0;
 	for (i = 0; i < u->npatches; i++) {
 		struct ks_patch *p = &u->patches[i];
 
@@ -1580,11 +1617,14 @@ static int splice(void *data)
 		r->cause = "call_failed";
 		return 0;
 	}
+	t0 = ktime_get();
 	for (i = 0; i < u->npatches; i++)
 		if (r->alias[i])
 			memcpy(r->alias[i], r->undo ? u->patches[i].expected : u->patches[i].jump, JMP_LEN);
+	u->write_ns = ktime_to_ns(ktime_sub(ktime_get(), t0));
 	if (hooks)
 		call_void_hooks(u, r->undo ? REVERSE : APPLY);
+	u->splice_ns = ktime_to_ns(ktime_sub(ktime_get(), entry));
 	return 0;
 }
 
@@ -1840,6 +1880,8 @@ SHOW(conflicts, "%s", u->conflicts)
 SHOW(pause_ns, "%llu\n", u->pause_ns)
 SHOW(stack_checks, "%u\n", u->stack_checks)
 SHOW(stack_check_ns, "%llu\n", u->stack_check_ns)
+SHOW(write_ns, "%llu\n", u->write_ns)
+SHOW(splice_ns, "%llu\n", u->splice_ns)
 SHOW(tries, "%u\n", u->tries)
 SHOW(applied_at, "%lld\n", (long long)u->applied_at)
 SHOW(description, "%s\n", u->description ? u->description : "")
@@ -1889,6 +1931,8 @@ static struct kobj_attribute conflicts_attr = __ATTR_RO(conflicts);
 static struct kobj_attribute pause_ns_attr = __ATTR_RO(pause_ns);
 static struct kobj_attribute stack_checks_attr = __ATTR_RO(stack_checks);
 static struct kobj_attribute stack_check_ns_attr = __ATTR_RO(stack_check_ns);
+static struct kobj_attribute write_ns_attr = __ATTR_RO(write_ns);
+static struct kobj_attribute splice_ns_attr = __ATTR_RO(splice_ns);
 static struct kobj_attribute tries_attr = __ATTR_RO(tries);
 static struct kobj_attribute applied_at_attr = __ATTR_RO(applied_at);
 static struct kobj_attribute description_attr = __ATTR_RO(description);
@@ -1897,7 +1941,7 @@ static struct kobj_attribute parts_attr = __ATTR_RO(parts);
 
 static struct attribute *update_attrs[] = {
 	&stage_attr.attr, &abort_cause_attr.attr, &conflicts_attr.attr, &pause_ns_attr.attr,
-	&stack_checks_attr.attr, &stack_check_ns_attr.attr,
+	&stack_checks_attr.attr, &stack_check_ns_attr.attr, &write_ns_attr.attr, &splice_ns_attr.attr,
 	&tries_attr.attr, &applied_at_attr.attr, &description_attr.attr, &patches_attr.attr,
 	&parts_attr.attr, NULL,
 };

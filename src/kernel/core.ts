@@ -509,9 +509,14 @@ export class Core {
     return out.sort();
   }
 
-  /** benchStopMachine returns the median ns of n empty stop_machine calls (core loaded with bench=1). */
-  async benchStopMachine(n: number): Promise<number> {
-    await this.control([`bench_stop_machine ${n}`]);
+  /**
+   * benchStopMachine returns the median ns of n stop_machine calls (core loaded with bench=1):
+   * empty, or writing 5 bytes of code through an alias as an apply does; back to back, or cold
+   * (20 ms apart, as an apply's single call is).
+   */
+  async benchStopMachine(n: number, opts: { write?: boolean; cold?: boolean } = {}): Promise<number> {
+    const mode = `${opts.write ? " write" : ""}${opts.cold ? " cold" : ""}`;
+    await this.control([`bench_stop_machine ${n}${mode}`]);
     return Number((await this.host.readFile(`${this.root}/bench_ns`)).trim());
   }
 
