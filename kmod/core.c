@@ -1415,11 +1415,28 @@ static int cmp_seen(const void *a, const void *b)
  * Task stacks are freed after an RCU grace period (VMAP_STACK), so unwinding a sleeping task
  * under rcu_read_lock() reads mapped memory, whatever the task does meanwhile.
  */
+/*
+ * clear_outside, with the machine running: whether t is off the CPU with a clear stack; if so,
+ * *seen notes it with its context-switch count, read before the stack it describes.
+ */
+static bool clear_outside(struct ks_run *r, struct task_struct *t, struct ks_seen *seen)
+{
+	unsigned long switches;
+
+	if (t == current || READ_ONCE(t->on_cpu))
+		return false;
+	switches = task_switches(t);
+	smp_rmb();
+	if (READ_ONCE(t->on_cpu) || task_hit(r, t))
+		return false;
+	*seen = (struct ks_seen){ .t = t, .start_time = t->start_time, .switches = switches };
+	return true;
+}
+
 static void precheck(struct ks_run *r)
 {
 	struct task_struct *g, *t;
 	unsigned int cap = 64, n = 0;
-	unsigned long switches;
 
 	rcu_read_lock();
 	for_each_process_thread(g, t)
@@ -1440,14 +1457,9 @@ static void precheck(struct ks_run *r)
 			r->overflow = true;
 			break;
 		}
-		if (t != current && !READ_ONCE(t->on_cpu)) {
-			switches = task_switches(t);
-			smp_rmb();	/* the count before the stack it describes */
-			if (!READ_ONCE(t->on_cpu) && !task_hit(r, t)) {
-				r->seen[n++] = (struct ks_seen){
-					.t = t, .start_time = t->start_time, .switches = switches };
-				continue;
-			}
+		if (clear_outside(r, t, &r->seen[n])) {
+			n++;
+			continue;
 		}
 		get_task_struct(t);
 		r->unclear[r->nunclear++] = t;
@@ -1457,18 +1469,11 @@ static void precheck(struct ks_run *r)
 	r->nseen = n;
 }
 
-/* clear_now: t is off the CPU and its stack is clear; notes its switch count in `fresh`. */
+/* clear_now notes t in `fresh` when it is off the CPU with a clear stack. */
 static void clear_now(struct ks_run *r, struct task_struct *t, unsigned int cap)
 {
-	unsigned long switches;
-
-	if (r->nfresh == cap || t == current || READ_ONCE(t->on_cpu))
-		return;
-	switches = task_switches(t);
-	smp_rmb();	/* the count before the stack it describes */
-	if (READ_ONCE(t->on_cpu) || task_hit(r, t))
-		return;
-	r->fresh[r->nfresh++] = (struct ks_seen){ .t = t, .switches = switches };
+	if (r->nfresh < cap && clear_outside(r, t, &r->fresh[r->nfresh]))
+		r->nfresh++;
 }
 
 /*
@@ -1514,32 +1519,35 @@ static void unwind_task(struct ks_run *r, struct task_struct *t)
 		note_conflict(r, t, addr);
 }
 
-/* check_task, inside stop_machine (untracked): unwinds t unless the walk found it clear since. */
-static void check_task(struct ks_run *r, struct task_struct *t)
+/*
+ * check_against, inside stop_machine: unwinds t unless `cleared` (sorted, n long) has it with its
+ * switch count unchanged, so it has not run since it was found clear. A count moves when a task
+ * is switched out: `current`, switched in for this pause, is always unwound.
+ */
+static void check_against(struct ks_run *r, struct task_struct *t, struct ks_seen *cleared,
+			  unsigned int n)
 {
 	struct ks_seen key = { .t = t }, *seen;
 
 	/* Other CPUs run their stopper threads, spinning; nothing else is on a CPU. */
 	if (t != current && READ_ONCE(t->on_cpu))
 		return;
-	/* A count moves when a task is switched out: this one's stack changed since the walk. */
-	seen = r->nseen && t != current ? bsearch(&key, r->seen, r->nseen, sizeof(key), cmp_seen) : NULL;
+	seen = n && t != current ? bsearch(&key, cleared, n, sizeof(key), cmp_seen) : NULL;
 	if (seen && seen->start_time == t->start_time && seen->switches == task_switches(t))
 		return;
 	unwind_task(r, t);
 }
 
-/* check_known, inside stop_machine (tracked): unwinds t unless recheck() cleared it since. */
+/* check_task (untracked): against the walk's record. */
+static void check_task(struct ks_run *r, struct task_struct *t)
+{
+	check_against(r, t, r->seen, r->nseen);
+}
+
+/* check_known (tracked): against what recheck() cleared. */
 static void check_known(struct ks_run *r, struct task_struct *t)
 {
-	struct ks_seen key = { .t = t }, *fresh;
-
-	if (t != current && READ_ONCE(t->on_cpu))
-		return;
-	fresh = r->nfresh && t != current ? bsearch(&key, r->fresh, r->nfresh, sizeof(key), cmp_seen) : NULL;
-	if (fresh && fresh->switches == task_switches(t))
-		return;
-	unwind_task(r, t);
+	check_against(r, t, r->fresh, r->nfresh);
 }
 
 /* check_tracked, inside stop_machine: the tasks that ran, and those the walk could not clear. */
